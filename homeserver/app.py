@@ -1,0 +1,245 @@
+"""The composition root: build every service once, start them in one nursery.
+
+writer (group commit) ──on_commit──> hub ──> stream connections
+    ^                                  ^
+services (auth, rooms, messages) ──────┘
+    ^
+Quart shim (REST)  +  stream driver  <── one listening port (Router)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
+
+from conf import Settings
+from homeserver.auth import AuthService, Principal
+from homeserver.clock import WallClock, system_ms
+from homeserver.database import Readers, Writer
+from homeserver.http.app import build_app
+from homeserver.hub import Hub
+from homeserver.listener import Router
+from homeserver.messages import MessageLimits, MessageService, SendRequest
+from homeserver.profiles import ProfileService
+from homeserver.rooms import RoomService
+from homeserver.stream.connection import (
+    Registry,
+    StreamSettings,
+    encode_text_frame,
+    serve_stream,
+)
+from protocol.errors import ApiError, ErrorCode
+from protocol.events import Event
+from storage import rooms as room_store
+
+log = logging.getLogger("homeserver")
+
+DB_NAME = "homeserver.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """What a started server tells its starter (tests, the CLI)."""
+
+    host: str
+    port: int
+    hub: Hub
+    writer: Writer
+    db_path: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class StreamBridge:
+    """The services a stream connection uses (homeserver.stream.StreamServices)."""
+
+    def __init__(
+        self, settings: Settings, auth: AuthService, messages: MessageService, hub: Hub
+    ) -> None:
+        self.tenant_id = settings.tenant_id
+        self.server_name = settings.server_name
+        self._auth = auth
+        self._messages = messages
+        self._hub = hub
+
+    async def authenticate(self, token: str | None) -> Principal:
+        return await self._auth.authenticate(token)
+
+    async def send_message(
+        self,
+        principal: Principal,
+        room_id: str,
+        content: dict[str, Any],
+        event_uuid: str | None,
+        as_participant_id: str | None,
+    ) -> Event:
+        return await self._messages.send(
+            SendRequest(principal.participant_id, room_id, content, event_uuid, as_participant_id)
+        )
+
+    async def set_typing(self, principal: Principal, room_id: str, typing: bool) -> None:
+        if not self._hub.is_member(room_id, principal.participant_id):
+            raise ApiError(ErrorCode.SW_NOT_MEMBER, "you are not a member of this room")
+        others = self._hub.members_of(room_id) - {principal.participant_id}
+        self._hub.send_ephemeral(
+            others,
+            {
+                "type": "typing",
+                "room_id": room_id,
+                "participant_id": principal.participant_id,
+                "typing": typing,
+                "tenant_id": self.tenant_id,
+                "ts": self.now_iso(),
+            },
+        )
+
+    async def replay(self, participant_id: str, since: int, limit: int) -> list[Event]:
+        return await self._messages.replay(participant_id, since, limit)
+
+    def now_iso(self) -> str:
+        now = datetime.now(UTC)
+        return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _hypercorn_config(settings: Settings) -> HyperConfig:
+    config = HyperConfig()
+    config.keep_alive_timeout = 75
+    config.graceful_timeout = 5
+    config.loglevel = "WARNING"
+    config.accesslog = None
+    return config
+
+
+def prepare_data_dir(settings: Settings) -> Path:
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return data_dir / DB_NAME
+
+
+async def run(
+    settings: Settings,
+    *,
+    clock: WallClock = system_ms,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the whole server until cancelled. Reports :class:`Running` once it accepts."""
+    db_path = prepare_data_dir(settings)
+    writer = Writer(
+        db_path, synchronous=settings.db_synchronous, max_batch=settings.writer_max_batch
+    )
+    position = writer.open()
+    readers = Readers(db_path, size=settings.db_read_connections)
+    readers.open()
+    try:
+        hub = Hub(settings.tenant_id, encode_text_frame)
+        hub.load_memberships(await readers.read(room_store.all_joined), position)
+        writer.set_on_commit(hub.publish_events)
+        auth = AuthService(
+            writer,
+            readers,
+            clock,
+            registration_enabled=settings.effective_registration,
+            access_ttl=settings.access_token_ttl,
+            refresh_ttl=settings.refresh_token_ttl,
+        )
+        rooms = RoomService(
+            writer,
+            readers,
+            clock,
+            max_members=settings.max_members_per_room,
+            max_rooms=settings.max_rooms_per_participant,
+        )
+        messages = MessageService(
+            writer,
+            readers,
+            hub,
+            clock,
+            MessageLimits(
+                max_content_bytes=settings.max_content_bytes,
+                idempotency_window_ms=settings.idempotency_window_seconds * 1000,
+                rate_limit_window=float(settings.rate_limit_window_seconds),
+                rate_limit_for=settings.rate_limit_for,
+            ),
+        )
+        profiles = ProfileService(writer, readers)
+        quart_app = build_app(
+            settings, auth=auth, rooms=rooms, messages=messages, profiles=profiles
+        )
+        await _serve(
+            settings,
+            writer,
+            hub,
+            quart_app,
+            StreamBridge(settings, auth, messages, hub),
+            db_path,
+            task_status,
+        )
+    finally:
+        readers.close()
+        writer.close()
+
+
+async def _serve(
+    settings: Settings,
+    writer: Writer,
+    hub: Hub,
+    quart_app: Any,
+    bridge: StreamBridge,
+    db_path: Path,
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    config = _hypercorn_config(settings)
+    asgi = wrap_app(quart_app, config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
+    lifespan_state: dict[str, Any] = {}
+    lifespan = Lifespan(asgi, config, lifespan_state)
+    stream_settings = StreamSettings(
+        ping_interval=settings.ws_ping_interval,
+        queue_bytes=settings.ws_queue_bytes,
+        max_frame_bytes=settings.ws_max_frame_bytes,
+        close_duplicate=settings.ws_close_duplicate,
+    )
+
+    async def http(stream: trio.abc.Stream) -> None:
+        # TCPServer is typed for SSL streams but takes any stream with a .socket
+        # (it falls back to plain HTTP when the stream has no SSL handshake).
+        server = TCPServer(
+            asgi,
+            config,
+            context,
+            ConnectionState(lifespan_state.copy()),
+            stream,  # type: ignore[arg-type]
+        )
+        await server.run()
+
+    router = Router(
+        http=http,
+        stream=partial(
+            serve_stream, hub=hub, registry=Registry(), services=bridge, settings=stream_settings
+        ),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)
+        port = listeners[0].socket.getsockname()[1]
+        nursery.start_soon(trio.serve_listeners, router.handle, listeners)
+        log.info("listening on http://%s:%d (REST and /v1/stream)", settings.host, port)
+        if settings.effective_registration:
+            log.warning("open registration is ON (dev mode): anyone can create an account")
+        task_status.started(Running(settings.host, port, hub, writer, db_path))

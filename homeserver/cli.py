@@ -1,0 +1,162 @@
+"""``homeserver`` command line: ``serve`` and ``admin`` (CONTRACT sections 1 and 3)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from conf import ConfigError, Settings, load
+from homeserver import app
+from homeserver.auth import check_password, hash_password
+from homeserver.clock import system_ms
+from protocol import ids
+from protocol.errors import ApiError
+from storage import db, migrate
+from storage import participants as pstore
+from storage.db import atomic
+from storage.errors import Conflict
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="homeserver", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    _common(serve)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--dev", action="store_true", default=None, help="open registration (development only)"
+    )
+    admin = sub.add_parser("admin", help="administrative commands")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    cp = admin_sub.add_parser("create-participant", help="create a participant")
+    _common(cp)
+    cp.add_argument("name", help="username (login name)")
+    cp.add_argument(
+        "--password",
+        action="store_true",
+        help="set a password (asked for, or read from HOMESERVER_ADMIN_PASSWORD)",
+    )
+    cp.add_argument("--type", default="human", choices=sorted(ids.PARTICIPANT_TYPES))
+    cp.add_argument("--display-name")
+    cp.add_argument("--admin", action="store_true")
+    ck = admin_sub.add_parser("create-key", help="create an API key for a participant")
+    _common(ck)
+    ck.add_argument("name", help="username of the key's owner")
+    ck.add_argument("--key-name", default="cli", help="a label for the key")
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML settings file")
+    p.add_argument("--data-dir")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {"data_dir": args.data_dir}
+    for key in ("host", "port", "dev"):
+        overrides[key] = getattr(args, key, None)
+    return load(args.config or os.environ.get("HOMESERVER_CONFIG"), overrides=overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"homeserver: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        trio.run(_serve, settings)
+        return 0
+    try:
+        if args.admin_command == "create-participant":
+            return _create_participant(settings, args)
+        return _create_key(settings, args)
+    except (ApiError, Conflict, LookupError) as exc:
+        print(f"homeserver: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(settings: Settings) -> None:
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            running = await nursery.start(app.run, settings)
+            # One line on stdout that scripts (and tests) can wait for.
+            print(f"homeserver listening on {running.base_url}", flush=True)
+            async for signum in signals:
+                logging.getLogger("homeserver").info(
+                    "received %s, shutting down", signal.Signals(signum).name
+                )
+                nursery.cancel_scope.cancel()
+                break
+
+
+def _open(settings: Settings) -> Any:
+    conn = db.connect(app.prepare_data_dir(settings), synchronous=settings.db_synchronous)
+    migrate.migrate(conn)
+    return conn
+
+
+def _create_participant(settings: Settings, args: argparse.Namespace) -> int:
+    username = args.name.strip().lower()
+    if not ids.USERNAME_RE.match(username):
+        raise LookupError(f"invalid username {args.name!r}")
+    hashed = None
+    if args.password:
+        password = os.environ.get("HOMESERVER_ADMIN_PASSWORD") or getpass.getpass("Password: ")
+        check_password(password)
+        hashed = hash_password(password)
+    conn = _open(settings)
+    with atomic(conn):
+        p = pstore.create_participant_txn(
+            conn,
+            participant_id=ids.participant_id(args.type),
+            username=username,
+            display_name=args.display_name or args.name,
+            participant_type=args.type,
+            password_hash=hashed,
+            is_admin=args.admin,
+            now_ms=system_ms(),
+        )
+    print(
+        f"participant_id={p.participant_id} username={p.username} "
+        f"type={p.participant_type} admin={str(p.is_admin).lower()}"
+    )
+    return 0
+
+
+def _create_key(settings: Settings, args: argparse.Namespace) -> int:
+    conn = _open(settings)
+    owner = pstore.get_participant_by_username(conn, args.name.strip().lower())
+    if owner is None:
+        raise LookupError(f"no participant named {args.name!r}")
+    secret = ids.secret_token(ids.API_KEY)
+    with atomic(conn):
+        key = pstore.create_api_key_txn(
+            conn,
+            key_id=ids.random_id(ids.API_KEY_ID),
+            secret=secret,
+            participant_id=owner.participant_id,
+            name=args.key_name,
+            now_ms=system_ms(),
+            expires_at_ms=None,
+        )
+    print(f"key_id={key.key_id} participant_id={owner.participant_id} key={secret}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The one place where errors become wire responses (HTTP bodies, WS frames).
+
+Services raise :class:`protocol.errors.ApiError`; storage raises its own
+errors; anything else is a bug. All three end here: an ``ApiError`` is
+rendered in its route family's vocabulary, a storage conflict becomes 409, and
+an unexpected exception becomes a 500 ``SW_INTERNAL`` whose body says nothing
+about the cause (the traceback goes to the log, never to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from protocol.errors import ApiError, ErrorCode, Family
+from storage.errors import Conflict, NotFound, StorageError
+
+log = logging.getLogger("homeserver.errors")
+
+
+def as_api_error(exc: BaseException) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, Conflict):
+        return ApiError(ErrorCode.SW_INVALID_PARAM, "that conflicts with existing data")
+    if isinstance(exc, NotFound):
+        return ApiError(ErrorCode.SW_NOT_FOUND, "not found")
+    if isinstance(exc, StorageError):
+        log.error("storage error: %r", exc)
+        return ApiError(ErrorCode.SW_UNAVAILABLE, "the server could not complete the request")
+    log.exception("unexpected error", exc_info=exc)
+    return ApiError(ErrorCode.SW_INTERNAL, "internal error")
+
+
+def error_body(exc: BaseException, family: Family, request_id: str) -> tuple[dict[str, Any], int]:
+    """(JSON body, HTTP status) for an error on a route of ``family``."""
+    api = as_api_error(exc).for_family(family)
+    body = {"status": "error", "error": api.to_dict(), "meta": {"request_id": request_id}}
+    return body, api.http_status

@@ -1,0 +1,57 @@
+"""Build the Quart app: every route module, wired with the services it uses."""
+
+from __future__ import annotations
+
+from quart import Response
+from quart_trio import QuartTrio
+
+from conf import Settings
+from homeserver.auth import AuthService
+from homeserver.http import routes_auth, routes_messages, routes_rooms
+from homeserver.http.shim import install_fallbacks, json_response
+from homeserver.messages import MessageService
+from homeserver.profiles import ProfileService
+from homeserver.rooms import RoomService
+
+
+def build_app(
+    settings: Settings,
+    *,
+    auth: AuthService,
+    rooms: RoomService,
+    messages: MessageService,
+    profiles: ProfileService,
+) -> QuartTrio:
+    app = QuartTrio("homeserver")
+    install_fallbacks(app, settings.max_request_bytes)
+    limit = settings.max_request_bytes
+
+    @app.route("/health")
+    async def health() -> Response:
+        return json_response({"status": "ok", "data": {"healthy": True}})
+
+    routes_auth.install(app, auth, profiles, limit)
+    routes_rooms.install(
+        app,
+        auth,
+        rooms,
+        messages,
+        profiles,
+        limit=limit,
+        tenant_id=settings.tenant_id,
+        max_page=settings.history_max_limit,
+    )
+    routes_messages.install(
+        app,
+        auth,
+        messages,
+        limit=limit,
+        tenant_id=settings.tenant_id,
+        history_default=settings.history_default_limit,
+        history_max=settings.history_max_limit,
+        sync_default=settings.sync_default_limit,
+        sync_max=settings.sync_max_limit,
+        sync_timeout_default=settings.sync_default_timeout_ms,
+        sync_timeout_max=settings.sync_max_timeout_ms,
+    )
+    return app

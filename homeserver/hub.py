@@ -1,0 +1,171 @@
+"""The fan-out hub: committed events to the connections of joined members.
+
+Rules
+-----
+1. The hub only ever sees committed events (the writer calls
+   :meth:`Hub.publish_events` after each commit, in ``stream_position`` order).
+2. Each event is encoded once; the same bytes go to every recipient.
+3. Publishing never waits: a subscriber's ``deliver_event`` is synchronous and
+   deals with its own overflow (it closes itself as a slow consumer).
+4. Membership changes apply at their own position: a joiner receives its join
+   event and everything after; a kicked/banned/leaving member receives the
+   event that removed them and nothing after.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+import trio
+
+from protocol.events import Event, EventType, wire_event
+
+
+class Subscriber(Protocol):
+    participant_id: str
+
+    def deliver_event(self, position: int, frame: bytes) -> None: ...
+
+    def deliver_ephemeral(self, frame: bytes) -> None: ...
+
+
+Encoder = Callable[[bytes], bytes]
+
+
+@dataclass(slots=True)
+class HubStats:
+    events: int = 0
+    deliveries: int = 0
+    ephemeral_deliveries: int = 0
+    slow_consumers: int = 0
+
+
+class Hub:
+    def __init__(self, tenant_id: str, encode_frame: Encoder) -> None:
+        self._tenant_id = tenant_id
+        self._encode = encode_frame
+        self._members: dict[str, set[str]] = defaultdict(set)
+        self._rooms_of: dict[str, set[str]] = defaultdict(set)
+        self._subs: dict[str, set[Subscriber]] = {}
+        self._waiters: dict[str, trio.Event] = {}
+        self.position = 0
+        self.stats = HubStats()
+
+    # -- membership ---------------------------------------------------------
+
+    def load_memberships(self, pairs: Iterable[tuple[str, str]], position: int) -> None:
+        for room_id, participant_id in pairs:
+            self._join(room_id, participant_id)
+        self.position = position
+
+    def _join(self, room_id: str, participant_id: str) -> None:
+        self._members[room_id].add(participant_id)
+        self._rooms_of[participant_id].add(room_id)
+
+    def _leave(self, room_id: str, participant_id: str) -> None:
+        self._members[room_id].discard(participant_id)
+        if not self._members[room_id]:
+            del self._members[room_id]
+        self._rooms_of[participant_id].discard(room_id)
+        if not self._rooms_of[participant_id]:
+            del self._rooms_of[participant_id]
+
+    def rooms_of(self, participant_id: str) -> frozenset[str]:
+        return frozenset(self._rooms_of.get(participant_id, ()))
+
+    def members_of(self, room_id: str) -> frozenset[str]:
+        return frozenset(self._members.get(room_id, ()))
+
+    def is_member(self, room_id: str, participant_id: str) -> bool:
+        return participant_id in self._members.get(room_id, ())
+
+    # -- subscribers --------------------------------------------------------
+
+    def attach(self, sub: Subscriber) -> None:
+        self._subs.setdefault(sub.participant_id, set()).add(sub)
+
+    def detach(self, sub: Subscriber) -> None:
+        subs = self._subs.get(sub.participant_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.participant_id]
+
+    def connection_count(self, participant_id: str | None = None) -> int:
+        if participant_id is not None:
+            return len(self._subs.get(participant_id, ()))
+        return sum(len(s) for s in self._subs.values())
+
+    # -- publishing ---------------------------------------------------------
+
+    def publish_events(self, events: Sequence[Event]) -> None:
+        """Deliver committed events, in order. Never blocks."""
+        for event in events:
+            self._publish_one(event)
+        if events:
+            self.position = events[-1].stream_position
+
+    def _publish_one(self, event: Event) -> None:
+        self.stats.events += 1
+        target = event.content.get("participant_id")
+        membership = event.content.get("membership")
+        is_member_event = event.type is EventType.MEMBER and isinstance(target, str)
+        if is_member_event and membership == "join":
+            self._join(event.room_id, str(target))
+        frame = self._encode(orjson.dumps(wire_event(event, self._tenant_id)))
+        recipients = set(self._members.get(event.room_id, ()))
+        if is_member_event and membership in ("invite", "leave", "ban"):
+            recipients.add(str(target))
+        position = event.stream_position
+        subs_by_pid = self._subs
+        delivered = 0
+        for pid in recipients:
+            subs = subs_by_pid.get(pid)
+            if subs:
+                for sub in tuple(subs):
+                    sub.deliver_event(position, frame)
+                delivered += len(subs)
+            waiter = self._waiters.pop(pid, None)
+            if waiter is not None:
+                waiter.set()
+        self.stats.deliveries += delivered
+        if is_member_event and membership in ("leave", "ban"):
+            self._leave(event.room_id, str(target))
+
+    def send_ephemeral(self, participant_ids: Iterable[str], payload: dict[str, object]) -> int:
+        """Encode once, deliver to every connection of the given participants."""
+        frame = self._encode(orjson.dumps(payload))
+        count = 0
+        for pid in participant_ids:
+            for sub in tuple(self._subs.get(pid, ())):
+                sub.deliver_ephemeral(frame)
+                count += 1
+        self.stats.ephemeral_deliveries += count
+        return count
+
+    # -- long-poll ----------------------------------------------------------
+
+    def waiter(self, participant_id: str) -> trio.Event:
+        """An event set when something is next published to one of the participant's rooms.
+
+        Take it *before* reading the database, then wait on it: a publish that
+        lands between the read and the wait still wakes the waiter.
+        """
+        waiter = self._waiters.get(participant_id)
+        if waiter is None:
+            waiter = self._waiters[participant_id] = trio.Event()
+        return waiter
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "events": self.stats.events,
+            "deliveries": self.stats.deliveries,
+            "ephemeral_deliveries": self.stats.ephemeral_deliveries,
+            "slow_consumers": self.stats.slow_consumers,
+            "connections": self.connection_count(),
+            "rooms": len(self._members),
+        }

@@ -1,0 +1,187 @@
+"""Sending, history and catch-up (CONTRACT sections 5 and 7).
+
+Send order: idempotency (a retry never hits a limit), then the rate limit,
+then content validation, then the writer transaction, which checks
+membership, power and the room state, checks idempotency again (so
+concurrent duplicates make exactly one event) and appends.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from homeserver.clock import WallClock
+from homeserver.database import Readers, Writer
+from homeserver.hub import Hub
+from homeserver.rooms import joined_member, thresholds_of, writable_room
+from protocol import power
+from protocol.errors import ApiError, ErrorCode
+from protocol.events import Event, EventDraft, EventType
+from protocol.ratelimit import SlidingWindowLimiter, retry_after_seconds
+from protocol.validation import validate_content
+from storage import events as event_store
+from storage import rooms as room_store
+
+MAX_UUID = 255
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    caller: str
+    room_id: str
+    content: dict[str, Any]
+    event_uuid: str | None = None
+    as_participant_id: str | None = None
+    reply_to: str | None = None  # ScaiGrid /reply: the parent must exist in the room
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[Event]
+    has_more: bool
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLimits:
+    max_content_bytes: int
+    idempotency_window_ms: int
+    rate_limit_window: float
+    rate_limit_for: Callable[[str], int]
+
+
+class MessageService:
+    def __init__(
+        self,
+        writer: Writer,
+        readers: Readers,
+        hub: Hub,
+        clock: WallClock,
+        limits: MessageLimits,
+    ) -> None:
+        self._writer = writer
+        self._readers = readers
+        self._hub = hub
+        self._clock = clock
+        self._limits = limits
+        self._limiter = SlidingWindowLimiter()
+
+    # -- send ---------------------------------------------------------------
+
+    async def send(self, req: SendRequest) -> Event:
+        sender = req.as_participant_id or req.caller
+        if req.event_uuid is not None:
+            if not req.event_uuid or len(req.event_uuid) > MAX_UUID:
+                raise ApiError(ErrorCode.SW_INVALID_PARAM, "event_uuid: 1 to 255 characters")
+            earlier = await self._readers.read(self._earlier, sender, req.event_uuid)
+            if earlier is not None:
+                return earlier
+        self._check_rate(req.caller)
+        validate_content(req.content, max_bytes=self._limits.max_content_bytes)
+        return await self._writer.write(self._send_txn, req, sender, self._clock())
+
+    def _earlier(self, conn: sqlite3.Connection, sender: str, event_uuid: str) -> Event | None:
+        return event_store.idempotent_event(
+            conn,
+            sender_id=sender,
+            event_uuid=event_uuid,
+            not_before_ms=self._clock() - self._limits.idempotency_window_ms,
+        )
+
+    def _check_rate(self, caller: str) -> None:
+        wait = self._limiter.try_acquire(
+            caller,
+            trio.current_time(),
+            limit=self._limits.rate_limit_for(caller),
+            window=self._limits.rate_limit_window,
+        )
+        if wait > 0:
+            seconds = retry_after_seconds(wait)
+            raise ApiError(
+                ErrorCode.SW_RATE_LIMIT_EXCEEDED,
+                f"too many messages; retry in {seconds} s",
+                retry_after=seconds,
+            )
+
+    def _send_txn(self, conn: sqlite3.Connection, req: SendRequest, sender: str, now: int) -> Event:
+        if req.event_uuid is not None:
+            earlier = self._earlier(conn, sender, req.event_uuid)
+            if earlier is not None:
+                return earlier
+        room = writable_room(conn, req.room_id)
+        actor = joined_member(conn, req.room_id, req.caller)
+        thresholds = thresholds_of(room)
+        power.check_can_send(actor.power_level, actor.read_only, thresholds)
+        if req.as_participant_id is not None and req.as_participant_id != req.caller:
+            power.check_send_on_behalf(actor.power_level, thresholds)
+            target = room_store.get_membership(conn, req.room_id, req.as_participant_id)
+            if target is None or target.membership != "join":
+                raise ApiError(
+                    ErrorCode.SW_PARTICIPANT_NOT_FOUND,
+                    "as_participant_id: must be a member of the room",
+                )
+        if req.reply_to is not None:
+            parent = event_store.get_event(conn, req.reply_to)
+            if parent is None or parent.room_id != req.room_id:
+                raise ApiError(ErrorCode.SW_EVENT_NOT_FOUND, "no such message in this room")
+        draft = EventDraft(
+            req.room_id,
+            EventType.MESSAGE,
+            sender,
+            req.caller,
+            req.content,
+            event_uuid=req.event_uuid,
+        )
+        return event_store.append_event_txn(conn, draft, now_ms=now)
+
+    # -- history ------------------------------------------------------------
+
+    async def history(
+        self, caller: str, room_id: str, *, from_pos: int | None, direction: str, limit: int
+    ) -> Page:
+        def read(conn: sqlite3.Connection) -> list[Event]:
+            joined_member(conn, room_id, caller)
+            return event_store.room_history(
+                conn,
+                room_id,
+                from_pos=from_pos,
+                direction="back" if direction == "back" else "forward",
+                limit=limit + 1,
+            )
+
+        events = await self._readers.read(read)
+        has_more = len(events) > limit
+        events = events[:limit]
+        cursor = str(events[-1].stream_position) if events else None
+        return Page(events, has_more, cursor)
+
+    async def recent(self, caller: str, room_id: str, limit: int) -> list[Event]:
+        page = await self.history(caller, room_id, from_pos=None, direction="back", limit=limit)
+        return page.events
+
+    # -- sync ---------------------------------------------------------------
+
+    async def replay(self, participant_id: str, since: int, limit: int) -> list[Event]:
+        return await self._readers.read(
+            lambda conn: event_store.visible_since(conn, participant_id, since=since, limit=limit)
+        )
+
+    async def sync(self, caller: str, *, since: int, limit: int, timeout_ms: int) -> Page:
+        """Catch up; with nothing new, long-poll until an event arrives or time runs out."""
+        deadline = trio.current_time() + timeout_ms / 1000
+        while True:
+            waiter = self._hub.waiter(caller)
+            events = await self.replay(caller, since, limit + 1)
+            if events or trio.current_time() >= deadline:
+                break
+            with trio.move_on_at(deadline):
+                await waiter.wait()
+        has_more = len(events) > limit
+        events = events[:limit]
+        cursor = str(events[-1].stream_position) if events else str(since)
+        return Page(events, has_more, cursor)

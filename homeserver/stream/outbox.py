@@ -1,0 +1,135 @@
+"""Per-connection output: write-through first, a merging writer for the rest.
+
+The common case costs one non-blocking ``send()`` on a dup of the socket: the
+kernel takes the whole frame and nothing is queued. What the kernel refuses is
+queued (bounded by ``cap_bytes``) and a writer task flushes the queue with one
+``send_all``. When the queue would pass the cap the outbox overflows: it keeps
+only a partly sent frame (so the byte stream stays well-formed), and calls
+``on_overflow`` so the owner can close the connection as a slow consumer.
+
+Measured on this machine kind (reference/stack-measurements.md): about 10 µs
+per delivery and 170 k+ deliveries/s on one core, against 20-25 k for a
+memory channel plus a writer task per connection.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+
+class Outbox:
+    def __init__(
+        self, stream: trio.SocketStream, *, cap_bytes: int, on_overflow: Callable[[], None]
+    ) -> None:
+        self._stream = stream
+        sock = stream.socket
+        self._raw: socket.socket | None = socket.socket(
+            sock.family, sock.type, sock.proto, fileno=sock.dup().detach()
+        )
+        self._raw.setblocking(False)
+        self._cap = cap_bytes
+        self._on_overflow = on_overflow
+        self._queue: deque[bytes | memoryview] = deque()
+        self._queued = 0
+        self._head_partial = False
+        self._writing = False
+        self._wake = trio.Event()
+        self._eof = False
+        self.broken = False
+        self.overflowed = False
+        self.bytes_sent = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued
+
+    def send_nowait(self, data: bytes) -> None:
+        """Queue ``data`` after everything before it; never blocks."""
+        if self.broken or self._eof:
+            return
+        if not self._queue and not self._writing:
+            sent = self._try_send(data)
+            if sent == len(data):
+                return
+            if sent:
+                self._queue.append(memoryview(data)[sent:])
+                self._head_partial = True
+                self._queued += len(data) - sent
+                self._wake.set()
+                return
+        self._queue.append(data)
+        self._queued += len(data)
+        if self._queued > self._cap and not self.overflowed:
+            self.overflowed = True
+            self._drop_all_but_partial_head()
+            self._on_overflow()
+        self._wake.set()
+
+    def send_eof_nowait(self) -> None:
+        """Flush what is queued, then the writer closes the write side."""
+        self._eof = True
+        self._wake.set()
+
+    def _try_send(self, data: bytes) -> int:
+        if self._raw is None:
+            return 0
+        try:
+            sent = self._raw.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self.broken = True
+            return 0
+        self.bytes_sent += sent
+        return sent
+
+    def _drop_all_but_partial_head(self) -> None:
+        keep = self._queue[0] if self._queue and self._head_partial else None
+        self._queue.clear()
+        self._queued = 0
+        if keep is not None:
+            self._queue.append(keep)
+            self._queued = len(keep)
+
+    def force_queue(self, data: bytes) -> None:
+        """Queue bytes that must go out even after an overflow (the close frame)."""
+        if self.broken:
+            return
+        self._queue.append(data)
+        self._queued += len(data)
+        self._wake.set()
+
+    async def run_writer(self) -> None:
+        """Flush queued bytes until EOF was asked for and everything is out."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._queue:
+                    chunks = list(self._queue)
+                    self._queue.clear()
+                    size = self._queued
+                    self._queued = 0
+                    self._head_partial = False
+                    self._writing = True
+                    try:
+                        await self._stream.send_all(b"".join(chunks))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self.broken = True
+                        return
+                    finally:
+                        self._writing = False
+                    self.bytes_sent += size
+                if self._eof:
+                    return
+        finally:
+            self.close_raw()
+
+    def close_raw(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
