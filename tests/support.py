@@ -1,0 +1,104 @@
+"""Shared test harness: start the real server in-process on port 0, talk HTTP to it.
+
+``start_server`` runs ``homeserver.app.run`` in a nursery (the same code path as
+``homeserver serve``) with a temporary data directory; ``Api`` is a thin httpx
+wrapper that registers users and unwraps the envelope.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from conf import Settings
+from homeserver import app
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    base = Settings(
+        host="127.0.0.1",
+        port=0,
+        data_dir=str(data_dir),
+        dev=True,
+        db_synchronous="normal",
+        log_level="warning",
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@asynccontextmanager
+async def start_server(settings: Settings) -> AsyncIterator[app.Running]:
+    async with trio.open_nursery() as nursery:
+        running: app.Running = await nursery.start(app.run, settings)
+        try:
+            yield running
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+@dataclasses.dataclass
+class User:
+    participant_id: str
+    access_token: str
+    refresh_token: str
+    username: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+class Api:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def register(self, username: str, password: str = "password123") -> User:
+        r = await self.client.post(
+            "/v1/auth/register", json={"username": username, "password": password}
+        )
+        assert r.status_code == 201, r.text
+        d = r.json()["data"]
+        return User(d["participant_id"], d["access_token"], d["refresh_token"], username)
+
+    async def call(
+        self, method: str, path: str, user: User | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if user is not None:
+            headers.update(user.auth)
+        return await self.client.request(method, path, headers=headers, **kwargs)
+
+    async def ok(
+        self, method: str, path: str, user: User | None = None, status: int = 200, **kwargs: Any
+    ) -> Any:
+        r = await self.call(method, path, user, **kwargs)
+        assert r.status_code == status, f"{method} {path}: {r.status_code} {r.text}"
+        body = r.json()
+        assert body["status"] == "ok"
+        return body["data"]
+
+    async def room(self, owner: User, *members: User, **body: Any) -> str:
+        body.setdefault("name", "room")
+        body["initial_members"] = [{"type": "user", "id": m.participant_id} for m in members]
+        data = await self.ok("POST", "/v1/rooms", owner, status=201, json=body)
+        return str(data["id"])
+
+    async def send(self, user: User, room_id: str, body: str = "hi", **extra: Any) -> Any:
+        return await self.ok(
+            "POST",
+            f"/v1/rooms/{room_id}/send",
+            user,
+            json={"content": {"msgtype": "swp.text", "body": body}, **extra},
+        )
+
+
+@asynccontextmanager
+async def api_for(running: app.Running) -> AsyncIterator[Api]:
+    async with httpx.AsyncClient(base_url=running.base_url, timeout=30) as client:
+        yield Api(client)
