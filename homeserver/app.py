@@ -33,6 +33,7 @@ from homeserver.hub import Hub
 from homeserver.listener import Router
 from homeserver.messages import MessageLimits, MessageService, SendRequest
 from homeserver.profiles import ProfileService
+from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
 from homeserver.stream.connection import (
     Registry,
@@ -176,8 +177,22 @@ async def run(
             ),
         )
         profiles = ProfileService(writer, readers)
+        relations = RelationService(
+            writer,
+            readers,
+            hub,
+            clock,
+            tenant_id=settings.tenant_id,
+            max_content_bytes=settings.max_content_bytes,
+            edit_window_ms=settings.edit_window_seconds * 1000,
+        )
         quart_app = build_app(
-            settings, auth=auth, rooms=rooms, messages=messages, profiles=profiles
+            settings,
+            auth=auth,
+            rooms=rooms,
+            messages=messages,
+            profiles=profiles,
+            relations=relations,
         )
         await _serve(
             settings,

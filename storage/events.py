@@ -15,6 +15,7 @@ from typing import Literal
 import orjson
 
 from protocol.events import Event, EventDraft, EventType, build_event
+from storage import relations
 from storage.errors import NotFound
 
 Direction = Literal["back", "forward"]
@@ -25,6 +26,9 @@ _LATEST_EDIT = (
     " AND x.type = 'swp.room.edit' ORDER BY x.stream_position DESC LIMIT 1)"
 )
 _SELECT = f"SELECT e.*, {_LATEST_EDIT} AS latest_edit FROM events e"
+
+
+_RELATION_KEYS = frozenset({"event_id", "emoji", "action", "redacted_by", "reason"})
 
 
 def _row_event(row: sqlite3.Row) -> Event:
@@ -55,6 +59,13 @@ def _raw_by_position(conn: sqlite3.Connection, position: int) -> Event:
 def _present(conn: sqlite3.Connection, row: sqlite3.Row) -> Event:
     """Apply the read model to one row."""
     event = _row_event(row)
+    if event.type in (EventType.REDACTION, EventType.REACTION):
+        # These frames name their target at the top level (CONTRACT section 7).
+        return replace(event, extra={k: v for k, v in event.content.items() if k in _RELATION_KEYS})
+    if event.type is EventType.MESSAGE and not event.is_redacted:
+        summary = relations.reaction_summary(conn, event.event_id)
+        if summary:
+            event = replace(event, extra={"reactions": summary})
     if event.type is EventType.MESSAGE and row["latest_edit"] is not None and not event.is_redacted:
         edit = _raw_by_position(conn, row["latest_edit"])
         return replace(
@@ -126,6 +137,14 @@ def append_event_txn(conn: sqlite3.Connection, draft: EventDraft, *, now_ms: int
         "UPDATE rooms SET last_event_id = ?, last_depth = ? WHERE room_id = ?",
         (event.event_id, event.depth, event.room_id),
     )
+    if event.type is EventType.MESSAGE:
+        relations.record_message_txn(
+            conn,
+            event_id=event.event_id,
+            room_id=event.room_id,
+            sender_id=event.sender_id,
+            position=position,
+        )
     if draft.event_uuid is not None:
         conn.execute(
             "INSERT OR REPLACE INTO idempotency (sender_id, event_uuid, event_id, created_at_ms)"
@@ -212,3 +231,30 @@ def idempotent_event(
 def prune_idempotency_txn(conn: sqlite3.Connection, *, older_than_ms: int) -> int:
     cur = conn.execute("DELETE FROM idempotency WHERE created_at_ms < ?", (older_than_ms,))
     return cur.rowcount
+
+
+def redact_txn(
+    conn: sqlite3.Connection,
+    *,
+    target_event_id: str,
+    redacted_by: str,
+    reason: str | None,
+    now_ms: int,
+) -> None:
+    """Erase a message's content and every edit's content; keep identity and chain.
+
+    ``secure_delete`` (storage.db) overwrites the freed bytes, so after a WAL
+    checkpoint the text is gone from the database file.
+    """
+    conn.execute(
+        "UPDATE events SET content = '{}', redacted_at_ms = ?, redacted_by = ?,"
+        " redaction_reason = ? WHERE event_id = ? AND redacted_at_ms IS NULL",
+        (now_ms, redacted_by, reason, target_event_id),
+    )
+    conn.execute(
+        "UPDATE events SET content = '{}', redacted_at_ms = ?, redacted_by = ?"
+        " WHERE relates_to = ? AND type = 'swp.room.edit' AND redacted_at_ms IS NULL",
+        (now_ms, redacted_by, target_event_id),
+    )
+    conn.execute("DELETE FROM reactions WHERE target_event_id = ?", (target_event_id,))
+    relations.mark_redacted_txn(conn, target_event_id)

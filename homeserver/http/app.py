@@ -7,10 +7,11 @@ from quart_trio import QuartTrio
 
 from conf import Settings
 from homeserver.auth import AuthService
-from homeserver.http import routes_auth, routes_messages, routes_rooms
+from homeserver.http import routes_auth, routes_messages, routes_relations, routes_rooms
 from homeserver.http.shim import install_fallbacks, json_response
 from homeserver.messages import MessageService
 from homeserver.profiles import ProfileService
+from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
 
 
@@ -21,6 +22,7 @@ def build_app(
     rooms: RoomService,
     messages: MessageService,
     profiles: ProfileService,
+    relations: RelationService,
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
@@ -54,4 +56,5 @@ def build_app(
         sync_timeout_default=settings.sync_default_timeout_ms,
         sync_timeout_max=settings.sync_max_timeout_ms,
     )
+    routes_relations.install(app, auth, relations, limit=limit, tenant_id=settings.tenant_id)
     return app
