@@ -28,6 +28,7 @@ from conf import Settings
 from homeserver.auth import AuthService, Principal
 from homeserver.clock import WallClock, system_ms
 from homeserver.database import Readers, Writer
+from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http.app import build_app
 from homeserver.hub import Hub
 from homeserver.listener import Router
@@ -35,14 +36,15 @@ from homeserver.messages import MessageLimits, MessageService, SendRequest
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
+from homeserver.roomstate import RoomStateService
 from homeserver.stream.connection import (
     Registry,
     StreamSettings,
     encode_text_frame,
     serve_stream,
 )
-from protocol.errors import ApiError, ErrorCode
 from protocol.events import Event
+from storage import participants as pstore
 from storage import rooms as room_store
 
 log = logging.getLogger("homeserver")
@@ -69,13 +71,19 @@ class StreamBridge:
     """The services a stream connection uses (homeserver.stream.StreamServices)."""
 
     def __init__(
-        self, settings: Settings, auth: AuthService, messages: MessageService, hub: Hub
+        self,
+        settings: Settings,
+        auth: AuthService,
+        messages: MessageService,
+        typing: TypingService,
+        presence: PresenceService,
     ) -> None:
         self.tenant_id = settings.tenant_id
         self.server_name = settings.server_name
         self._auth = auth
         self._messages = messages
-        self._hub = hub
+        self._typing = typing
+        self._presence = presence
 
     async def authenticate(self, token: str | None) -> Principal:
         return await self._auth.authenticate(token)
@@ -93,20 +101,9 @@ class StreamBridge:
         )
 
     async def set_typing(self, principal: Principal, room_id: str, typing: bool) -> None:
-        if not self._hub.is_member(room_id, principal.participant_id):
-            raise ApiError(ErrorCode.SW_NOT_MEMBER, "you are not a member of this room")
-        others = self._hub.members_of(room_id) - {principal.participant_id}
-        self._hub.send_ephemeral(
-            others,
-            {
-                "type": "typing",
-                "room_id": room_id,
-                "participant_id": principal.participant_id,
-                "typing": typing,
-                "tenant_id": self.tenant_id,
-                "ts": self.now_iso(),
-            },
-        )
+        self._typing.set(principal.participant_id, room_id, typing)
+        if typing:
+            self._presence.active(principal.participant_id)
 
     async def replay(self, participant_id: str, since: int, limit: int) -> list[Event]:
         return await self._messages.replay(participant_id, since, limit)
@@ -131,6 +128,100 @@ def prepare_data_dir(settings: Settings) -> Path:
     return data_dir / DB_NAME
 
 
+@dataclass(frozen=True, slots=True)
+class _Graph:
+    """Every service, built once. Lives only inside this composition root."""
+
+    hub: Hub
+    quart_app: Any
+    bridge: StreamBridge
+    presence: PresenceService
+    typing: TypingService
+
+
+def _build(
+    settings: Settings, writer: Writer, readers: Readers, hub: Hub, clock: WallClock
+) -> _Graph:
+    auth = AuthService(
+        writer,
+        readers,
+        clock,
+        registration_enabled=settings.effective_registration,
+        access_ttl=settings.access_token_ttl,
+        refresh_ttl=settings.refresh_token_ttl,
+    )
+    rooms = RoomService(
+        writer,
+        readers,
+        clock,
+        max_members=settings.max_members_per_room,
+        max_rooms=settings.max_rooms_per_participant,
+    )
+    messages = MessageService(
+        writer,
+        readers,
+        hub,
+        clock,
+        MessageLimits(
+            max_content_bytes=settings.max_content_bytes,
+            idempotency_window_ms=settings.idempotency_window_seconds * 1000,
+            rate_limit_window=float(settings.rate_limit_window_seconds),
+            rate_limit_for=settings.rate_limit_for,
+        ),
+    )
+    relations = RelationService(
+        writer,
+        readers,
+        hub,
+        clock,
+        tenant_id=settings.tenant_id,
+        max_content_bytes=settings.max_content_bytes,
+        edit_window_ms=settings.edit_window_seconds * 1000,
+    )
+
+    async def types_of(ids: list[str]) -> dict[str, str]:
+        found = await readers.read(pstore.get_participants, ids)
+        return {pid: p.participant_type for pid, p in found.items()}
+
+    presence = PresenceService(
+        hub,
+        types_of,
+        tenant_id=settings.tenant_id,
+        idle_after=float(settings.presence_idle_seconds),
+        heartbeat_ttl=float(settings.presence_heartbeat_ttl),
+        enabled=settings.presence_enabled,
+    )
+    typing = TypingService(hub, tenant_id=settings.tenant_id, timeout=settings.typing_timeout)
+
+    def on_connections(sub: Any, delta: int) -> None:
+        principal = getattr(sub, "principal", None)
+        kind = getattr(principal, "participant_type", "human")
+        if delta > 0:
+            presence.connected(sub.participant_id, kind)
+        else:
+            presence.disconnected(sub.participant_id)
+
+    def on_sent(event: Event) -> None:
+        typing.clear(event.actor_id, event.room_id)
+        presence.active(event.actor_id)
+
+    hub.on_connections = on_connections
+    messages.on_sent = on_sent
+    quart_app = build_app(
+        settings,
+        auth=auth,
+        rooms=rooms,
+        messages=messages,
+        profiles=ProfileService(writer, readers),
+        relations=relations,
+        state=RoomStateService(writer, readers, presence, clock),
+        presence=presence,
+        typing=typing,
+    )
+    bridge = StreamBridge(settings, auth, messages, typing, presence)
+    return _Graph(hub, quart_app, bridge, presence, typing)
+
+
 async def run(
     settings: Settings,
     *,
@@ -149,60 +240,8 @@ async def run(
         hub = Hub(settings.tenant_id, encode_text_frame)
         hub.load_memberships(await readers.read(room_store.all_joined), position)
         writer.set_on_commit(hub.publish_events)
-        auth = AuthService(
-            writer,
-            readers,
-            clock,
-            registration_enabled=settings.effective_registration,
-            access_ttl=settings.access_token_ttl,
-            refresh_ttl=settings.refresh_token_ttl,
-        )
-        rooms = RoomService(
-            writer,
-            readers,
-            clock,
-            max_members=settings.max_members_per_room,
-            max_rooms=settings.max_rooms_per_participant,
-        )
-        messages = MessageService(
-            writer,
-            readers,
-            hub,
-            clock,
-            MessageLimits(
-                max_content_bytes=settings.max_content_bytes,
-                idempotency_window_ms=settings.idempotency_window_seconds * 1000,
-                rate_limit_window=float(settings.rate_limit_window_seconds),
-                rate_limit_for=settings.rate_limit_for,
-            ),
-        )
-        profiles = ProfileService(writer, readers)
-        relations = RelationService(
-            writer,
-            readers,
-            hub,
-            clock,
-            tenant_id=settings.tenant_id,
-            max_content_bytes=settings.max_content_bytes,
-            edit_window_ms=settings.edit_window_seconds * 1000,
-        )
-        quart_app = build_app(
-            settings,
-            auth=auth,
-            rooms=rooms,
-            messages=messages,
-            profiles=profiles,
-            relations=relations,
-        )
-        await _serve(
-            settings,
-            writer,
-            hub,
-            quart_app,
-            StreamBridge(settings, auth, messages, hub),
-            db_path,
-            task_status,
-        )
+        graph = _build(settings, writer, readers, hub, clock)
+        await _serve(settings, writer, graph, db_path, task_status)
     finally:
         readers.close()
         writer.close()
@@ -211,12 +250,11 @@ async def run(
 async def _serve(
     settings: Settings,
     writer: Writer,
-    hub: Hub,
-    quart_app: Any,
-    bridge: StreamBridge,
+    graph: _Graph,
     db_path: Path,
     task_status: trio.TaskStatus[Running],
 ) -> None:
+    hub, quart_app, bridge = graph.hub, graph.quart_app, graph.bridge
     config = _hypercorn_config(settings)
     asgi = wrap_app(quart_app, config.wsgi_max_body_size, "asgi")
     context = WorkerContext(None)
@@ -249,6 +287,8 @@ async def _serve(
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
+        await nursery.start(graph.presence.run)
+        await nursery.start(graph.typing.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)

@@ -37,6 +37,7 @@ class Principal:
     participant_id: str
     token_key: str  # SHA-256 of the bearer secret
     via: str  # "access" or "api_key"
+    participant_type: str = "human"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,16 +178,20 @@ class AuthService:
         )
 
     async def refresh_grant(self, refresh_token: str) -> TokenPair:
-        return await self._writer.write(self._refresh_txn, refresh_token, self._clock())
+        pair = await self._writer.write(self._refresh_txn, refresh_token, self._clock())
+        if pair is None:
+            raise _invalid_token()
+        return pair
 
-    def _refresh_txn(self, conn: sqlite3.Connection, secret: str, now: int) -> TokenPair:
+    def _refresh_txn(self, conn: sqlite3.Connection, secret: str, now: int) -> TokenPair | None:
         info = pstore.lookup_token(conn, secret)
         if info is None or info.kind != "refresh":
             raise _invalid_token()
         if info.revoked:
-            # A rotated-out refresh token came back: assume it was stolen.
+            # A rotated-out refresh token came back: assume it was stolen. Return
+            # (not raise) so the revocation commits: a raise rolls the job back.
             pstore.revoke_family_txn(conn, info.family_id)
-            raise _invalid_token()
+            return None
         if info.expires_at_ms is not None and info.expires_at_ms <= now:
             raise ApiError(ErrorCode.SW_AUTH_EXPIRED_TOKEN, "the refresh token has expired")
         pstore.revoke_token_txn(conn, secret)
@@ -211,13 +216,15 @@ class AuthService:
                 raise _invalid_token()
             if api_key.expires_at_ms is not None and api_key.expires_at_ms <= now:
                 raise ApiError(ErrorCode.SW_AUTH_EXPIRED_TOKEN, "the API key has expired")
-            return Principal(api_key.participant_id, key, "api_key")
+            return Principal(
+                api_key.participant_id, key, "api_key", _type_of(conn, api_key.participant_id)
+            )
         info = pstore.lookup_token(conn, token)
         if info is None or info.kind != "access" or info.revoked:
             raise _invalid_token()
         if info.expires_at_ms is not None and info.expires_at_ms <= now:
             raise ApiError(ErrorCode.SW_AUTH_EXPIRED_TOKEN, "the access token has expired")
-        return Principal(info.participant_id, key, "access")
+        return Principal(info.participant_id, key, "access", _type_of(conn, info.participant_id))
 
     # -- API keys -----------------------------------------------------------
 
@@ -253,6 +260,11 @@ class AuthService:
         )
         if not done:
             raise ApiError(ErrorCode.SW_API_KEY_NOT_FOUND, f"no API key {key_id[:64]!r}")
+
+
+def _type_of(conn: sqlite3.Connection, participant_id: str) -> str:
+    found = pstore.get_participant(conn, participant_id)
+    return found.participant_type if found is not None else "human"
 
 
 def check_password(password: str) -> None:

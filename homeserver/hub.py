@@ -53,6 +53,8 @@ class Hub:
         self._subs: dict[str, set[Subscriber]] = {}
         self._waiters: dict[str, trio.Event] = {}
         self.position = 0
+        # Told (participant_id, +1/-1) when a participant's connection count changes.
+        self.on_connections: Callable[[Subscriber, int], None] = lambda sub, delta: None
         self.stats = HubStats()
 
     # -- membership ---------------------------------------------------------
@@ -86,14 +88,18 @@ class Hub:
     # -- subscribers --------------------------------------------------------
 
     def attach(self, sub: Subscriber) -> None:
-        self._subs.setdefault(sub.participant_id, set()).add(sub)
+        subs = self._subs.setdefault(sub.participant_id, set())
+        if sub not in subs:
+            subs.add(sub)
+            self.on_connections(sub, +1)
 
     def detach(self, sub: Subscriber) -> None:
         subs = self._subs.get(sub.participant_id)
-        if subs is not None:
+        if subs is not None and sub in subs:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.participant_id]
+            self.on_connections(sub, -1)
 
     def connection_count(self, participant_id: str | None = None) -> int:
         if participant_id is not None:

@@ -70,6 +70,8 @@ class MessageService:
         self._clock = clock
         self._limits = limits
         self._limiter = SlidingWindowLimiter()
+        # Told about every message this service stored (typing clears, presence wakes).
+        self.on_sent: Callable[[Event], None] = lambda event: None
 
     # -- send ---------------------------------------------------------------
 
@@ -83,7 +85,9 @@ class MessageService:
                 return earlier
         self._check_rate(req.caller)
         validate_content(req.content, max_bytes=self._limits.max_content_bytes)
-        return await self._writer.write(self._send_txn, req, sender, self._clock())
+        event = await self._writer.write(self._send_txn, req, sender, self._clock())
+        self.on_sent(event)
+        return event
 
     def _earlier(self, conn: sqlite3.Connection, sender: str, event_uuid: str) -> Event | None:
         return event_store.idempotent_event(

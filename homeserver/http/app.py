@@ -7,12 +7,20 @@ from quart_trio import QuartTrio
 
 from conf import Settings
 from homeserver.auth import AuthService
-from homeserver.http import routes_auth, routes_messages, routes_relations, routes_rooms
+from homeserver.ephemeral import PresenceService, TypingService
+from homeserver.http import (
+    routes_auth,
+    routes_messages,
+    routes_relations,
+    routes_rooms,
+    routes_state,
+)
 from homeserver.http.shim import install_fallbacks, json_response
 from homeserver.messages import MessageService
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
+from homeserver.roomstate import RoomStateService
 
 
 def build_app(
@@ -23,6 +31,9 @@ def build_app(
     messages: MessageService,
     profiles: ProfileService,
     relations: RelationService,
+    state: RoomStateService,
+    presence: PresenceService,
+    typing: TypingService,
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
@@ -57,4 +68,5 @@ def build_app(
         sync_timeout_max=settings.sync_max_timeout_ms,
     )
     routes_relations.install(app, auth, relations, limit=limit, tenant_id=settings.tenant_id)
+    routes_state.install(app, auth, state, presence, typing, limit=limit)
     return app
