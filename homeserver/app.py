@@ -27,7 +27,7 @@ from hypercorn.utils import wrap_app
 from conf import Settings
 from homeserver.auth import AuthService, Principal
 from homeserver.clock import WallClock, system_ms
-from homeserver.database import Readers, Writer
+from homeserver.database import Readers, WalScrubber, Writer
 from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http.app import build_app
 from homeserver.hub import Hub
@@ -61,6 +61,7 @@ class Running:
     hub: Hub
     writer: Writer
     db_path: Path
+    scrubber: WalScrubber
 
     @property
     def base_url(self) -> str:
@@ -137,6 +138,7 @@ class _Graph:
     bridge: StreamBridge
     presence: PresenceService
     typing: TypingService
+    scrubber: WalScrubber
 
 
 def _build(
@@ -201,6 +203,9 @@ def _build(
         else:
             presence.disconnected(sub.participant_id)
 
+    scrubber = WalScrubber(writer.path)
+    relations.on_redacted = scrubber.request
+
     def on_sent(event: Event) -> None:
         typing.clear(event.actor_id, event.room_id)
         presence.active(event.actor_id)
@@ -219,7 +224,7 @@ def _build(
         typing=typing,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
-    return _Graph(hub, quart_app, bridge, presence, typing)
+    return _Graph(hub, quart_app, bridge, presence, typing, scrubber)
 
 
 async def run(
@@ -289,6 +294,7 @@ async def _serve(
         await nursery.start(writer.run)
         await nursery.start(graph.presence.run)
         await nursery.start(graph.typing.run)
+        await nursery.start(graph.scrubber.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)
@@ -297,4 +303,4 @@ async def _serve(
         log.info("listening on http://%s:%d (REST and /v1/stream)", settings.host, port)
         if settings.effective_registration:
             log.warning("open registration is ON (dev mode): anyone can create an account")
-        task_status.started(Running(settings.host, port, hub, writer, db_path))
+        task_status.started(Running(settings.host, port, hub, writer, db_path, graph.scrubber))

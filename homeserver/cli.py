@@ -7,6 +7,7 @@ import getpass
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from protocol.errors import ApiError
 from storage import db, migrate
 from storage import participants as pstore
 from storage.db import atomic
-from storage.errors import Conflict
+from storage.errors import StorageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,15 +80,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "serve":
-        trio.run(_serve, settings)
+        try:
+            trio.run(_serve, settings)
+        except Exception as exc:
+            cause = _startup_failure(exc)
+            if cause is None:
+                raise
+            print(
+                f"homeserver: cannot start on {settings.host}:{settings.port} "
+                f"with data dir {settings.data_dir}: {cause}",
+                file=sys.stderr,
+            )
+            return 1
         return 0
     try:
         if args.admin_command == "create-participant":
             return _create_participant(settings, args)
         return _create_key(settings, args)
-    except (ApiError, Conflict, LookupError) as exc:
+    except (ApiError, StorageError, sqlite3.Error, OSError, LookupError) as exc:
         print(f"homeserver: {exc}", file=sys.stderr)
         return 1
+
+
+def _startup_failure(exc: BaseException) -> BaseException | None:
+    """The environment error (port taken, data dir unusable, schema too new) behind ``exc``.
+
+    Trio wraps it in single-exception groups; anything else is a real crash
+    and keeps its traceback.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, OSError | sqlite3.Error | StorageError) else None
 
 
 async def _serve(settings: Settings) -> None:

@@ -64,6 +64,10 @@ class Writer:
         self.published_position = 0
         self.stats = WriterStats()
 
+    @property
+    def path(self) -> str:
+        return self._path
+
     def set_on_commit(self, callback: OnCommit) -> None:
         self._on_commit = callback
 
@@ -184,3 +188,58 @@ class Readers:
             return fn(conn, *args)
         finally:
             conn.execute("ROLLBACK")
+
+
+class WalScrubber:
+    """Folds the WAL into the database file soon after a redaction.
+
+    A redaction rewrites rows, but until a checkpoint the erased text still sits
+    in old WAL frames. This task runs ``wal_checkpoint(TRUNCATE)`` on its own
+    connection (short busy timeout, so it never stalls the writer for long) and
+    retries while readers hold old snapshots.
+    """
+
+    def __init__(self, path: str | Path, *, retry_every: float = 0.5, attempts: int = 20) -> None:
+        self._path = str(path)
+        self._retry_every = retry_every
+        self._attempts = attempts
+        self._wanted = trio.Event()
+        self._scrubbed = trio.Event()
+        self.scrubs = 0
+        self.failures = 0
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    async def wait_scrubs(self, count: int) -> None:
+        """Return once ``count`` scrubs have completed in all."""
+        while self.scrubs < count:
+            await self._scrubbed.wait()
+
+    def _checkpoint(self) -> bool:
+        conn = db.connect(self._path)
+        try:
+            conn.execute("PRAGMA busy_timeout = 100")
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return int(busy) == 0
+        finally:
+            conn.close()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wanted.wait()
+            self._wanted = trio.Event()
+            for _ in range(self._attempts):
+                try:
+                    done = await trio.to_thread.run_sync(self._checkpoint)
+                except sqlite3.Error:
+                    done = False
+                if done:
+                    self.scrubs += 1
+                    self._scrubbed.set()
+                    self._scrubbed = trio.Event()
+                    break
+                await trio.sleep(self._retry_every)
+            else:
+                self.failures += 1

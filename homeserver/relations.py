@@ -17,6 +17,7 @@ Edits, redactions and reactions do not count toward the message rate limit.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,8 @@ class RelationService:
         self._tenant_id = tenant_id
         self._max_content = max_content_bytes
         self._edit_window_ms = edit_window_ms
+        # Called after a redaction commits, to scrub erased text from the WAL.
+        self.on_redacted: Callable[[], None] = lambda: None
 
     # -- edit ---------------------------------------------------------------
 
@@ -125,9 +128,11 @@ class RelationService:
     # -- redact -------------------------------------------------------------
 
     async def redact(self, caller: str, room_id: str, event_id: str, reason: str | None) -> Event:
-        return await self._writer.write(
+        event = await self._writer.write(
             self._redact_txn, caller, room_id, event_id, reason, self._clock()
         )
+        self.on_redacted()
+        return event
 
     def _redact_txn(
         self,
@@ -249,6 +254,9 @@ class RelationService:
         if event is None or event.room_id != room_id:
             raise ApiError(ErrorCode.SW_EVENT_NOT_FOUND, "no such event in this room")
         # An edit is read as its message; the marker sits at the message's position.
+        # (get_event presents an edit with its message's id but its own position.)
+        if event.type is EventType.EDIT:
+            event = _message_in_room(conn, room_id, event.event_id)
         moved = relations.set_read_marker_txn(
             conn,
             room_id=room_id,

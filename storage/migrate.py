@@ -46,6 +46,11 @@ def migrate(conn: sqlite3.Connection) -> int:
         )
     for number, name, sql in shipped[version:]:
         with atomic(conn):
+            # Re-read under the write lock: another process (serve and an admin
+            # command on a fresh data dir) may have applied it since.
+            if current_version(conn) >= number:
+                version = number
+                continue
             for statement in _split(sql):
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", (number, name))
