@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from werkzeug.exceptions import HTTPException
+
 from protocol.errors import ApiError, ErrorCode, Family
 from storage.errors import Conflict, NotFound, StorageError
 
@@ -21,6 +23,10 @@ log = logging.getLogger("homeserver.errors")
 def as_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, HTTPException) and exc.code == 413:
+        return ApiError(ErrorCode.SW_CONTENT_TOO_LARGE, "the request body is too large")
+    if isinstance(exc, HTTPException) and exc.code is not None and exc.code < 500:
+        return ApiError(ErrorCode.SW_INVALID_PARAM, exc.description or "bad request")
     if isinstance(exc, Conflict):
         return ApiError(ErrorCode.SW_INVALID_PARAM, "that conflicts with existing data")
     if isinstance(exc, NotFound):

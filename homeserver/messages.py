@@ -70,22 +70,48 @@ class MessageService:
         self._clock = clock
         self._limits = limits
         self._limiter = SlidingWindowLimiter()
+        self._inflight: dict[tuple[str, str], trio.Event] = {}
         # Told about every message this service stored (typing clears, presence wakes).
         self.on_sent: Callable[[Event], None] = lambda event: None
 
     # -- send ---------------------------------------------------------------
 
     async def send(self, req: SendRequest) -> Event:
-        sender = req.as_participant_id or req.caller
-        if req.event_uuid is not None:
-            if not req.event_uuid or len(req.event_uuid) > MAX_UUID:
-                raise ApiError(ErrorCode.SW_INVALID_PARAM, "event_uuid: 1 to 255 characters")
-            earlier = await self._readers.read(self._earlier, sender, req.event_uuid)
-            if earlier is not None:
+        if req.event_uuid is None:
+            return await self._send_new(req)
+        if not req.event_uuid or len(req.event_uuid) > MAX_UUID:
+            raise ApiError(ErrorCode.SW_INVALID_PARAM, "event_uuid: 1 to 255 characters")
+        key = (req.as_participant_id or req.caller, req.event_uuid)
+        # Single flight: a duplicate that arrives while its twin is still being
+        # stored waits for the twin instead of taking a rate-limit slot.
+        while (flight := self._inflight.get(key)) is not None:
+            await flight.wait()
+        done = self._inflight[key] = trio.Event()
+        try:
+            earlier = await self._readers.read(self._earlier, key[0], req.event_uuid)
+            # A retry by the caller who made the event skips the rate limit. Anyone
+            # else naming the same key goes through every check in the transaction,
+            # so a key never hands an event to someone who may not see it.
+            if (
+                earlier is not None
+                and earlier.actor_id == req.caller
+                and (earlier.room_id == req.room_id)
+            ):
                 return earlier
-        self._check_rate(req.caller)
+            return await self._send_new(req)
+        finally:
+            del self._inflight[key]
+            done.set()
+
+    async def _send_new(self, req: SendRequest) -> Event:
+        sender = req.as_participant_id or req.caller
         validate_content(req.content, max_bytes=self._limits.max_content_bytes)
-        event = await self._writer.write(self._send_txn, req, sender, self._clock())
+        self._check_rate(req.caller)
+        try:
+            event = await self._writer.write(self._send_txn, req, sender, self._clock())
+        except ApiError:
+            self._limiter.refund(req.caller)
+            raise
         self.on_sent(event)
         return event
 
@@ -113,10 +139,6 @@ class MessageService:
             )
 
     def _send_txn(self, conn: sqlite3.Connection, req: SendRequest, sender: str, now: int) -> Event:
-        if req.event_uuid is not None:
-            earlier = self._earlier(conn, sender, req.event_uuid)
-            if earlier is not None:
-                return earlier
         room = writable_room(conn, req.room_id)
         actor = joined_member(conn, req.room_id, req.caller)
         thresholds = thresholds_of(room)
@@ -129,6 +151,12 @@ class MessageService:
                     ErrorCode.SW_PARTICIPANT_NOT_FOUND,
                     "as_participant_id: must be a member of the room",
                 )
+        if req.event_uuid is not None:
+            # Checked after authorisation, inside the writer: concurrent duplicates
+            # from the same effective sender make exactly one event.
+            earlier = self._earlier(conn, sender, req.event_uuid)
+            if earlier is not None and earlier.room_id == req.room_id:
+                return earlier
         if req.reply_to is not None:
             parent = event_store.get_event(conn, req.reply_to)
             if parent is None or parent.room_id != req.room_id:

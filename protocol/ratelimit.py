@@ -116,6 +116,13 @@ class SlidingWindowLimiter:
         self._next_prune = 2 * len(self._logs)
         return len(stale)
 
+    def refund(self, key: str) -> None:
+        """Give back the most recent acquisition of ``key`` (its request was refused later)."""
+        log = self._logs.get(key)
+        if log is not None and log.stamps:
+            log.stamps.pop()
+            self._allowed -= 1
+
     def reset(self, key: str) -> None:
         """Forget everything recorded for ``key``."""
         self._logs.pop(key, None)
