@@ -148,10 +148,11 @@ class Writer:
             return []
         return event_store.events_after(conn, self.published_position)
 
-    def checkpoint(self) -> None:
-        """Fold the WAL back into the database file (used by tests and backups)."""
+    def checkpoint(self) -> bool:
+        """Fold the WAL back into the database file; False if readers blocked part of it."""
         assert self._conn is not None
-        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return int(busy) == 0
 
 
 class Readers:
