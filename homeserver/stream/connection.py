@@ -4,26 +4,39 @@ Rules
 -----
 1. Handshake first; then authenticate. A bad or missing token closes the
    socket with 4001 ``SW_AUTH_INVALID_TOKEN``.
-2. ``hello`` is the first server frame. With ``?since=`` the connection is
+2. ``hello`` is the first server frame: it is queued before the connection
+   attaches to the hub (attaching may send frames, e.g. presence), with no
+   checkpoint between, so its position is where live delivery starts. A bad
+   ``since`` is reported in an ``error`` frame right after it.
+   With ``?since=`` the connection is
    attached to the hub *before* history is read, holding live events; the
    replay is sent, then the held events with a greater position. No gap
    (anything committed after attaching is held), no duplicate (positions at
    or below the last replayed one are skipped).
+   The replay waits for the outbox to drain (it never overflows a client
+   that reads); live events held meanwhile count against the byte cap.
 3. Client frames: ``ping`` -> ``pong``; ``typing``; ``send`` -> ``ack`` or
    ``error``. A malformed or unknown frame gets an ``error`` frame and the
-   socket stays open.
+   socket stays open. Fragmented messages are reassembled (the protocol
+   bounds their total size); frames that came in with the handshake request
+   are handled, not dropped. A service failing unexpectedly answers
+   ``SW_INTERNAL``; nothing escapes ``serve_stream`` but cancellation.
 4. Keepalive: a protocol ping every ``ping_interval``; no pong by the next
    tick closes with 4003 ``ping_timeout``.
 5. Overflowing the outbox closes with 4003 ``slow_consumer``; a second
    connection on the same access token closes the older one with 4003
    ``duplicate_connection``.
+6. Closing: once a close frame is sent or received, the write side is shut
+   (EOF) after the queued bytes, and the connection ends when the peer closes
+   its side or ``CLOSE_TIMEOUT`` after the close began, whichever is first,
+   so a peer that stops reading never pins a connection.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -113,7 +126,7 @@ class StreamConnection:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.HalfCloseableStream,
         proto: ServerProtocol,
         principal: Principal,
         hub: Hub,
@@ -134,7 +147,10 @@ class StreamConnection:
         self._last_position = 0
         self._awaiting_pong = False
         self._closing = False
-        self._cancel = trio.CancelScope()
+        self._scope: trio.CancelScope | None = None
+        self._close_by: float | None = None
+        self._fragments: list[bytes] | None = None
+        self._fragments_opcode = Opcode.TEXT
         self._send_slots = trio.Semaphore(MAX_SENDS_IN_FLIGHT)
         self._peer_done = trio.Event()
 
@@ -162,29 +178,51 @@ class StreamConnection:
 
     # -- sending ------------------------------------------------------------
 
+    def is_closing(self) -> bool:
+        """True once a close began (ours or the peer's); nothing more is sent."""
+        return self._closing
+
     def send_json(self, payload: dict[str, Any]) -> None:
         if not self._closing:
             self._outbox.send_nowait(encode_text_frame(orjson.dumps(payload)))
 
     def _flush_protocol(self) -> None:
         for chunk in self._proto.data_to_send():
-            if chunk:
-                self._outbox.force_queue(chunk) if self._closing else self._outbox.send_nowait(
-                    chunk
-                )
-            else:
+            if not chunk:
+                # The protocol ends the TCP stream: after the closing
+                # handshake, or when it failed the connection.
+                self._begin_closing()
                 self._outbox.send_eof_nowait()
+            elif self._closing:
+                # After an overflow the outbox takes nothing more; what the
+                # protocol still writes (pongs, the close echo) is small, but
+                # a peer pinging in a loop must not grow it without bound.
+                if self._outbox.queued_bytes <= self._settings.queue_bytes:
+                    self._outbox.force_queue(chunk)
+            else:
+                self._outbox.send_nowait(chunk)
+
+    def _begin_closing(self) -> None:
+        """No more frames from us; the connection ends within ``CLOSE_TIMEOUT``."""
+        if not self._closing:
+            self._closing = True
+            self._hub.detach(self)
+        if self._close_by is None:
+            self._close_by = trio.current_time() + CLOSE_TIMEOUT
+            if self._scope is not None:
+                self._scope.deadline = min(self._scope.deadline, self._close_by)
 
     def close(self, code: int, reason: str) -> None:
         """Start a closing handshake; the connection ends shortly after."""
         if self._closing:
             return
-        self._closing = True
+        self._begin_closing()
         if self._proto.state is State.OPEN:
             self._proto.send_close(code, reason)
-        self._flush_protocol()
+        for chunk in self._proto.data_to_send():
+            if chunk:
+                self._outbox.force_queue(chunk)  # the close frame always goes
         self._outbox.send_eof_nowait()
-        self._hub.detach(self)
 
     def _overflow(self) -> None:
         self._hub.stats.slow_consumers += 1
@@ -198,20 +236,36 @@ class StreamConnection:
 
     # -- lifecycle ----------------------------------------------------------
 
-    async def run(self, since: int | None) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer_then_stop, nursery.cancel_scope)
-            nursery.start_soon(self._keepalive)
-            try:
-                await self._start(since)
-                await self._read_loop(nursery)
-            finally:
-                self._peer_done.set()
-                self._hub.detach(self)
-                self._closing = True
-                self._outbox.send_eof_nowait()
-                # Give the writer a moment to flush a close frame, then stop.
-                nursery.cancel_scope.deadline = trio.current_time() + CLOSE_TIMEOUT
+    async def run(
+        self,
+        since: int | None,
+        since_error: str | None = None,
+        early_frames: Sequence[Frame] = (),
+    ) -> None:
+        """Serve the connection until it ends.
+
+        ``since_error`` is reported after hello; ``early_frames`` came in with
+        the handshake request and are handled before anything read later.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                if self._close_by is not None:
+                    # Closed (duplicate_connection) before it started.
+                    nursery.cancel_scope.deadline = self._close_by
+                nursery.start_soon(self._writer_then_stop, nursery.cancel_scope)
+                nursery.start_soon(self._keepalive)
+                try:
+                    await self._start(since, since_error)
+                    await self._read_loop(nursery, early_frames)
+                finally:
+                    self._peer_done.set()
+                    # Give the writer a moment to flush a close frame, then stop.
+                    self._begin_closing()
+                    self._outbox.send_eof_nowait()
+        finally:
+            self._hub.detach(self)
+            self._outbox.close_raw()
 
     async def _writer_then_stop(self, scope: trio.CancelScope) -> None:
         await self._outbox.run_writer()
@@ -221,10 +275,10 @@ class StreamConnection:
                 await self._peer_done.wait()
             scope.cancel()
 
-    async def _start(self, since: int | None) -> None:
-        if since is not None:
-            self._held = []
-        self._hub.attach(self)
+    async def _start(self, since: int | None, since_error: str | None) -> None:
+        # hello, then attach, with no checkpoint between: hello is the first
+        # frame (attaching may itself send frames, e.g. presence) and its
+        # position is exactly where live delivery starts.
         self.send_json(
             {
                 "type": "hello",
@@ -236,26 +290,42 @@ class StreamConnection:
                 "ts": self._services.now_iso(),
             }
         )
+        if since_error is not None:
+            self._error(None, ApiError(ErrorCode.SW_INVALID_PARAM, since_error))
+        if since is not None:
+            self._held = []
+        self._last_position = self._hub.position
+        self._hub.attach(self)
         if since is None:
-            self._last_position = self._hub.position
             return
         self._last_position = since
+        # Replay at the client's pace: keep the outbox under half its cap.
+        high = self._settings.queue_bytes // 2
         while not self._closing:
             page = await self._services.replay(
                 self.participant_id, self._last_position, REPLAY_PAGE
             )
             for event in page:
+                if self._outbox.queued_bytes > high:
+                    await self._outbox.wait_below(high // 2)
+                if self.is_closing():
+                    return
                 self._last_position = event.stream_position
                 self._outbox.send_nowait(
                     encode_text_frame(orjson.dumps(wire_event(event, self._services.tenant_id)))
                 )
             if len(page) < REPLAY_PAGE:
                 break
+        if self.is_closing():
+            return
         held, self._held = self._held or [], None
         for position, frame in held:
             self.deliver_event(position, frame)
 
-    async def _read_loop(self, nursery: trio.Nursery) -> None:
+    async def _read_loop(self, nursery: trio.Nursery, early_frames: Sequence[Frame]) -> None:
+        for frame in early_frames:
+            await self._on_frame(frame, nursery)
+        self._flush_protocol()
         while True:
             try:
                 data = await self._stream.receive_some(65536)
@@ -274,13 +344,35 @@ class StreamConnection:
                 return
 
     async def _on_frame(self, frame: Frame, nursery: trio.Nursery) -> None:
-        if frame.opcode is Opcode.PONG:
+        opcode = frame.opcode
+        if opcode is Opcode.PONG:
             self._awaiting_pong = False
-        elif frame.opcode is Opcode.CLOSE:
-            self._closing = True
-        elif frame.opcode is Opcode.TEXT and not self._closing:
-            await self._on_text(bytes(frame.data), nursery)
-        elif frame.opcode is Opcode.BINARY:
+            return
+        if opcode is Opcode.CLOSE:
+            self._begin_closing()
+            return
+        if opcode is Opcode.PING:
+            return  # the protocol has queued the pong
+        # A data message: one frame, or TEXT/BINARY (fin=False) + CONT... (fin=True).
+        if opcode is Opcode.CONT:
+            if self._fragments is None:
+                return  # the protocol rejects this; nothing to deliver
+            self._fragments.append(bytes(frame.data))
+            if not frame.fin:
+                return
+            data, self._fragments = b"".join(self._fragments), None
+            opcode = self._fragments_opcode
+        elif not frame.fin:
+            self._fragments = [bytes(frame.data)]
+            self._fragments_opcode = opcode
+            return
+        else:
+            data = bytes(frame.data)
+        if self._closing:
+            return
+        if opcode is Opcode.TEXT:
+            await self._on_text(data, nursery)
+        else:
             self._error(None, ApiError(ErrorCode.SW_UNKNOWN_FRAME, "binary frames are not used"))
 
     async def _on_text(self, data: bytes, nursery: trio.Nursery) -> None:
@@ -311,6 +403,9 @@ class StreamConnection:
             )
         except ApiError as exc:
             self._error(frame.req_id, exc)
+        except Exception:
+            log.exception("stream send failed (%s)", self.session_id)
+            self._error(frame.req_id, ApiError(ErrorCode.SW_INTERNAL, "internal error"))
         else:
             self.send_json(
                 {
@@ -329,6 +424,9 @@ class StreamConnection:
             await fn(*args)
         except ApiError as exc:
             self._error(req_id, exc)
+        except Exception:
+            log.exception("stream request failed (%s)", self.session_id)
+            self._error(req_id, ApiError(ErrorCode.SW_INTERNAL, "internal error"))
 
     def _error(self, req_id: str | None, exc: ApiError) -> None:
         body: dict[str, Any] = {"type": "error", "error": exc.to_dict()}
@@ -339,7 +437,7 @@ class StreamConnection:
     async def _keepalive(self) -> None:
         while True:
             await trio.sleep(self._settings.ping_interval)
-            if self._closing:
+            if self._closing or self._proto.state is not State.OPEN:
                 return
             if self._awaiting_pong:
                 log.info("closing %s: ping_timeout", self.session_id)
@@ -371,34 +469,51 @@ def _token_from(request: Request) -> tuple[str | None, int | None, str | None]:
 
 
 async def _handshake(
-    stream: trio.SocketStream, prefix: bytes, max_frame_bytes: int
-) -> tuple[ServerProtocol, Request] | None:
+    stream: trio.abc.HalfCloseableStream, prefix: bytes, max_frame_bytes: int
+) -> tuple[ServerProtocol, Request, list[Frame]] | None:
+    """Read the upgrade request and answer it.
+
+    Returns the protocol, the request and any frames the client sent right
+    behind its request (they are parsed in the same pass as the request).
+    """
     proto = ServerProtocol(max_size=max_frame_bytes)
     proto.receive_data(prefix)
     request: Request | None = None
+    early: list[Frame] = []
     with trio.move_on_after(HANDSHAKE_TIMEOUT):
         while request is None:
             for event in proto.events_received():
                 if isinstance(event, Request):
                     request = event
-            if request is not None or proto.state is State.CLOSED:
+                elif isinstance(event, Frame):
+                    early.append(event)
+            if request is not None or proto.state is State.CLOSED or proto.eof_sent:
+                # eof_sent: the request was not valid HTTP; the protocol gives up.
                 break
             data = await stream.receive_some(65536)
             if not data:
                 return None
             proto.receive_data(data)
     if request is None:
+        # Timed out, or refused (an error response may be pending: send it).
+        pending = b"".join(proto.data_to_send())
+        if pending:
+            with trio.move_on_after(CLOSE_TIMEOUT):
+                await stream.send_all(pending)
         return None
+    # Whatever parsing those early frames produced (a pong) cannot go before
+    # the response; a client must not send them that early anyway (RFC 6455).
+    proto.data_to_send()
     response = proto.accept(request)
     proto.send_response(response)
-    await stream.send_all(b"".join(proto.data_to_send()))
+    await stream.send_all(b"".join(c for c in proto.data_to_send() if c))
     if response.status_code != 101:
         return None
-    return proto, request
+    return proto, request, early
 
 
 async def serve_stream(
-    stream: trio.SocketStream,
+    stream: trio.abc.HalfCloseableStream,
     prefix: bytes,
     *,
     hub: Hub,
@@ -406,11 +521,34 @@ async def serve_stream(
     services: StreamServices,
     settings: StreamSettings,
 ) -> None:
-    """Serve one connection whose first bytes (already read) are ``prefix``."""
+    """Serve one connection whose first bytes (already read) are ``prefix``.
+
+    Never raises (but for cancellation): one failing connection must not take
+    the listener, and with it every other connection, down.
+    """
+    try:
+        await _serve_stream(
+            stream, prefix, hub=hub, registry=registry, services=services, settings=settings
+        )
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    except Exception:
+        log.exception("stream connection failed")
+
+
+async def _serve_stream(
+    stream: trio.abc.HalfCloseableStream,
+    prefix: bytes,
+    *,
+    hub: Hub,
+    registry: Registry,
+    services: StreamServices,
+    settings: StreamSettings,
+) -> None:
     shaken = await _handshake(stream, prefix, settings.max_frame_bytes)
     if shaken is None:
         return
-    proto, request = shaken
+    proto, request, early_frames = shaken
     token, since, since_error = _token_from(request)
     try:
         principal = await services.authenticate(token)
@@ -418,32 +556,34 @@ async def serve_stream(
         await _close_now(stream, proto, CLOSE_AUTH, "SW_AUTH_INVALID_TOKEN")
         return
     conn = StreamConnection(stream, proto, principal, hub, services, settings)
-    if since_error is not None:
-        conn.send_json(
-            {"type": "error", "error": {"code": "SW_INVALID_PARAM", "message": since_error}}
-        )
-        since = None
     token_key = principal.token_key
     if settings.close_duplicate:
         older = registry.claim(token_key, conn)
         if older is not None:
             older.close(CLOSE_ABORT, "duplicate_connection")
     try:
-        await conn.run(since)
+        await conn.run(since, since_error, early_frames)
     finally:
         registry.release(token_key, conn)
 
 
 async def _close_now(
-    stream: trio.SocketStream, proto: ServerProtocol, code: int, reason: str
+    stream: trio.abc.HalfCloseableStream, proto: ServerProtocol, code: int, reason: str
 ) -> None:
     proto.send_close(code, reason)
     with trio.move_on_after(CLOSE_TIMEOUT):
-        await stream.send_all(b"".join(c for c in proto.data_to_send() if c))
-        # Wait for the client's close frame so it sees a clean close.
-        while proto.state is not State.CLOSED:
-            data = await stream.receive_some(65536)
-            if not data:
-                break
-            proto.receive_data(data)
+        try:
+            await stream.send_all(b"".join(c for c in proto.data_to_send() if c))
+            # Wait for the client's close frame so it sees a clean close. The
+            # protocol then asks to end the TCP stream (eof_sent): a client
+            # waits for the server to do that, so stop reading there.
+            while not proto.eof_sent:
+                data = await stream.receive_some(65536)
+                if not data:
+                    break
+                proto.receive_data(data)
+            await stream.send_all(b"".join(c for c in proto.data_to_send() if c))
+            await stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
     await stream.aclose()
