@@ -270,6 +270,7 @@ async def _serve(
         queue_bytes=settings.ws_queue_bytes,
         max_frame_bytes=settings.ws_max_frame_bytes,
         close_duplicate=settings.ws_close_duplicate,
+        max_connections=settings.ws_max_connections,
     )
 
     async def http(stream: trio.abc.Stream) -> None:

@@ -166,6 +166,11 @@ class Hub:
             waiter = self._waiters[participant_id] = trio.Event()
         return waiter
 
+    def drop_waiter(self, participant_id: str, waiter: trio.Event) -> None:
+        """Forget a long-poll waiter that timed out, unless another poll still waits on it."""
+        if self._waiters.get(participant_id) is waiter and not waiter.statistics().tasks_waiting:
+            del self._waiters[participant_id]
+
     def statistics(self) -> dict[str, int]:
         return {
             "events": self.stats.events,

@@ -105,5 +105,8 @@ class Router:
                 await self._http(PrefixedStream(conn, head))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except Exception:
+            # One connection's failure must never take the listener down.
+            log.exception("connection handler failed")
         finally:
             await trio.aclose_forcefully(conn)

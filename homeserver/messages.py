@@ -213,6 +213,8 @@ class MessageService:
                 break
             with trio.move_on_at(deadline):
                 await waiter.wait()
+            if not waiter.is_set():
+                self._hub.drop_waiter(caller, waiter)
         has_more = len(events) > limit
         events = events[:limit]
         cursor = str(events[-1].stream_position) if events else str(since)

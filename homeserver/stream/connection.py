@@ -58,6 +58,7 @@ from protocol.events import Event, wire_event
 log = logging.getLogger("homeserver.stream")
 
 CLOSE_AUTH = 4001
+CLOSE_TRY_AGAIN = 1013
 CLOSE_ABORT = 4003
 HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0
@@ -100,6 +101,7 @@ class StreamSettings:
     queue_bytes: int
     max_frame_bytes: int
     close_duplicate: bool
+    max_connections: int = 0  # 0 = no limit
 
 
 class Registry:
@@ -549,6 +551,10 @@ async def _serve_stream(
     if shaken is None:
         return
     proto, request, early_frames = shaken
+    if settings.max_connections and hub.connection_count() >= settings.max_connections:
+        # 1013 "try again later": the client backs off and reconnects.
+        await _close_now(stream, proto, CLOSE_TRY_AGAIN, "SW_UNAVAILABLE: too many connections")
+        return
     token, since, since_error = _token_from(request)
     try:
         principal = await services.authenticate(token)
