@@ -40,9 +40,9 @@ class CountingConn:
         self.frames = 0
         self.bytes = 0
 
-    def deliver_event(self, position: int, frame: bytes) -> None:
-        self.frames += 1
-        self.bytes += len(frame)
+    def deliver_events(self, items: list[tuple[int, bytes]]) -> None:
+        self.frames += len(items)
+        self.bytes += sum(len(frame) for _, frame in items)
 
     def deliver_ephemeral(self, frame: bytes) -> None:
         self.frames += 1

@@ -27,11 +27,12 @@ from hypercorn.utils import wrap_app
 from conf import Settings
 from homeserver.auth import AuthService, Principal
 from homeserver.clock import WallClock, system_ms
-from homeserver.database import Readers, WalScrubber, Writer
+from homeserver.database import Checkpointer, Readers, Writer
 from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http.app import build_app
 from homeserver.hub import Hub
 from homeserver.listener import Router
+from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
@@ -61,7 +62,7 @@ class Running:
     hub: Hub
     writer: Writer
     db_path: Path
-    scrubber: WalScrubber
+    scrubber: Checkpointer
 
     @property
     def base_url(self) -> str:
@@ -138,7 +139,7 @@ class _Graph:
     bridge: StreamBridge
     presence: PresenceService
     typing: TypingService
-    scrubber: WalScrubber
+    scrubber: Checkpointer
 
 
 def _build(
@@ -203,7 +204,7 @@ def _build(
         else:
             presence.disconnected(sub.participant_id)
 
-    scrubber = WalScrubber(writer.path)
+    scrubber = Checkpointer(writer.path)
     relations.on_redacted = scrubber.request
 
     def on_sent(event: Event) -> None:
@@ -212,6 +213,16 @@ def _build(
 
     hub.on_connections = on_connections
     messages.on_sent = on_sent
+    media = MediaService(
+        writer,
+        readers,
+        clock,
+        data_dir=Path(settings.data_dir),
+        max_bytes=settings.media_max_bytes,
+        uploads_per_minute=settings.media_uploads_per_minute,
+        fsync=settings.db_synchronous == "full",
+    )
+    media.prepare()
     quart_app = build_app(
         settings,
         auth=auth,
@@ -222,6 +233,7 @@ def _build(
         state=RoomStateService(writer, readers, presence, clock),
         presence=presence,
         typing=typing,
+        media=media,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
     return _Graph(hub, quart_app, bridge, presence, typing, scrubber)
@@ -248,6 +260,15 @@ async def run(
         graph = _build(settings, writer, readers, hub, clock)
         await _serve(settings, writer, graph, db_path, task_status)
     finally:
+        stats = writer.stats
+        log.info(
+            "writer: %d jobs in %d batches (mean %.1f, largest %d), %d failed commits",
+            stats.jobs,
+            stats.batches,
+            stats.jobs / max(1, stats.batches),
+            stats.largest_batch,
+            stats.failed_commits,
+        )
         readers.close()
         writer.close()
 

@@ -10,12 +10,13 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from conf import ConfigError, Settings, load
-from homeserver import app
+from homeserver import app, blobs
 from homeserver.auth import check_password, hash_password
 from homeserver.clock import system_ms
 from protocol import ids
@@ -53,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     _common(ck)
     ck.add_argument("name", help="username of the key's owner")
     ck.add_argument("--key-name", default="cli", help="a label for the key")
+    gc = admin_sub.add_parser(
+        "media-gc", help="remove media that no event references any more (and its files)"
+    )
+    _common(gc)
+    gc.add_argument("--dry-run", action="store_true", help="list what would go; change nothing")
+    gc.add_argument(
+        "--min-age",
+        type=int,
+        default=blobs.GC_MIN_AGE_SECONDS,
+        metavar="SECONDS",
+        help="only media uploaded at least this long ago (default: %(default)s)",
+    )
     return parser
 
 
@@ -96,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.admin_command == "create-participant":
             return _create_participant(settings, args)
+        if args.admin_command == "media-gc":
+            return _media_gc(settings, args)
         return _create_key(settings, args)
     except (ApiError, StorageError, sqlite3.Error, OSError, LookupError) as exc:
         print(f"homeserver: {exc}", file=sys.stderr)
@@ -178,6 +193,27 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> int:
             expires_at_ms=None,
         )
     print(f"key_id={key.key_id} participant_id={owner.participant_id} key={secret}")
+    return 0
+
+
+def _media_gc(settings: Settings, args: argparse.Namespace) -> int:
+    conn = _open(settings)
+    store = blobs.BlobStore(Path(settings.data_dir) / "media", fsync=False)
+    report = blobs.collect_garbage(
+        conn,
+        store,
+        now_ms=system_ms(),
+        min_age_ms=max(0, args.min_age) * 1000,
+        dry_run=args.dry_run,
+    )
+    verb = "would remove" if report.dry_run else "removed"
+    for item in report.removed:
+        kind = f"thumbnail {item.thumb_kind} of {item.parent_id}" if item.parent_id else "original"
+        print(f"{verb} {item.media_id} {item.mime_type} {item.size} bytes ({kind})")
+    print(
+        f"{verb} {len(report.removed)} media item(s), {len(report.files)} file(s), "
+        f"{report.bytes_freed} bytes"
+    )
     return 0
 
 

@@ -5,9 +5,11 @@ Rules
 1. The hub only ever sees committed events (the writer calls
    :meth:`Hub.publish_events` after each commit, in ``stream_position`` order).
 2. Each event is encoded once; the same bytes go to every recipient.
-3. Publishing never waits: a subscriber's ``deliver_event`` is synchronous and
+3. Publishing never waits: a subscriber's ``deliver_events`` is synchronous and
    deals with its own overflow (it closes itself as a slow consumer).
-4. Membership changes apply at their own position: a joiner receives its join
+4. One hand-over per subscriber per commit batch: a connection gets all of a
+   batch's frames for it at once (one ``send()`` instead of one per event).
+5. Membership changes apply at their own position: a joiner receives its join
    event and everything after; a kicked/banned/leaving member receives the
    event that removed them and nothing after.
 """
@@ -28,12 +30,14 @@ from protocol.events import Event, EventType, wire_event
 class Subscriber(Protocol):
     participant_id: str
 
-    def deliver_event(self, position: int, frame: bytes) -> None: ...
+    def deliver_events(self, items: list[tuple[int, bytes]]) -> None:
+        """Frames of persisted events, ascending by position."""
 
     def deliver_ephemeral(self, frame: bytes) -> None: ...
 
 
 Encoder = Callable[[bytes], bytes]
+RECENT_ENCODED = 4096  # encoded events kept for acks (a few commit batches' worth)
 
 
 @dataclass(slots=True)
@@ -52,6 +56,7 @@ class Hub:
         self._rooms_of: dict[str, set[str]] = defaultdict(set)
         self._subs: dict[str, set[Subscriber]] = {}
         self._waiters: dict[str, trio.Event] = {}
+        self._recent: dict[str, bytes] = {}
         self.position = 0
         # Told (participant_id, +1/-1) when a participant's connection count changes.
         self.on_connections: Callable[[Subscriber, int], None] = lambda sub, delta: None
@@ -110,37 +115,58 @@ class Hub:
 
     def publish_events(self, events: Sequence[Event]) -> None:
         """Deliver committed events, in order. Never blocks."""
+        batch: dict[Subscriber, list[tuple[int, bytes]]] = {}
         for event in events:
-            self._publish_one(event)
+            self._publish_one(event, batch)
+        for sub, items in batch.items():
+            sub.deliver_events(items)
         if events:
             self.position = events[-1].stream_position
 
-    def _publish_one(self, event: Event) -> None:
+    def encoded(self, event_id: str) -> bytes | None:
+        """The JSON of a recently published event (reused for acks), if still held."""
+        return self._recent.get(event_id)
+
+    def _publish_one(self, event: Event, batch: dict[Subscriber, list[tuple[int, bytes]]]) -> None:
         self.stats.events += 1
         target = event.content.get("participant_id")
         membership = event.content.get("membership")
         is_member_event = event.type is EventType.MEMBER and isinstance(target, str)
         if is_member_event and membership == "join":
             self._join(event.room_id, str(target))
-        frame = self._encode(orjson.dumps(wire_event(event, self._tenant_id)))
-        recipients = set(self._members.get(event.room_id, ()))
+        payload = orjson.dumps(wire_event(event, self._tenant_id))
+        self._remember(event.event_id, payload)
+        frame = self._encode(payload)
+        recipients: Iterable[str] = self._members.get(event.room_id, ())
         if is_member_event and membership in ("invite", "leave", "ban"):
-            recipients.add(str(target))
-        position = event.stream_position
+            recipients = {*recipients, str(target)}
+        item = (event.stream_position, frame)
         subs_by_pid = self._subs
+        waiters = self._waiters
         delivered = 0
         for pid in recipients:
             subs = subs_by_pid.get(pid)
             if subs:
-                for sub in tuple(subs):
-                    sub.deliver_event(position, frame)
+                for sub in subs:
+                    pending = batch.get(sub)
+                    if pending is None:
+                        batch[sub] = [item]
+                    else:
+                        pending.append(item)
                 delivered += len(subs)
-            waiter = self._waiters.pop(pid, None)
-            if waiter is not None:
-                waiter.set()
+            if waiters:
+                waiter = waiters.pop(pid, None)
+                if waiter is not None:
+                    waiter.set()
         self.stats.deliveries += delivered
         if is_member_event and membership in ("leave", "ban"):
             self._leave(event.room_id, str(target))
+
+    def _remember(self, event_id: str, payload: bytes) -> None:
+        recent = self._recent
+        recent[event_id] = payload
+        if len(recent) > RECENT_ENCODED:
+            del recent[next(iter(recent))]
 
     def send_ephemeral(self, participant_ids: Iterable[str], payload: dict[str, object]) -> int:
         """Encode once, deliver to every connection of the given participants."""

@@ -43,8 +43,8 @@ class RoomSpec:
     members: tuple[NewMember, ...] = ()
 
 
-def _room_or_404(conn: sqlite3.Connection, room_id: str) -> Room:
-    room = room_store.get_room(conn, room_id)
+def _room_or_404(conn: sqlite3.Connection, room_id: str, *, count_members: bool = True) -> Room:
+    room = room_store.get_room(conn, room_id, count_members=count_members)
     if room is None:
         raise ApiError(ErrorCode.SW_ROOM_NOT_FOUND, f"no room {room_id[:80]!r}")
     return room
@@ -52,7 +52,7 @@ def _room_or_404(conn: sqlite3.Connection, room_id: str) -> Room:
 
 def joined_member(conn: sqlite3.Connection, room_id: str, participant_id: str) -> Membership:
     """The caller's membership, or 403 SW_NOT_MEMBER (no room content in the error)."""
-    _room_or_404(conn, room_id)
+    _room_or_404(conn, room_id, count_members=False)
     member = room_store.get_membership(conn, room_id, participant_id)
     if member is None or member.membership != "join":
         raise ApiError(ErrorCode.SW_NOT_MEMBER, "you are not a member of this room")
@@ -60,7 +60,8 @@ def joined_member(conn: sqlite3.Connection, room_id: str, participant_id: str) -
 
 
 def writable_room(conn: sqlite3.Connection, room_id: str) -> Room:
-    room = _room_or_404(conn, room_id)
+    """The room, if it takes writes (its ``member_count`` is not filled in)."""
+    room = _room_or_404(conn, room_id, count_members=False)
     if room.state != "open":
         raise ApiError(ErrorCode.SW_ROOM_FROZEN, f"the room is {room.state}; it takes no writes")
     return room
@@ -289,7 +290,7 @@ class RoomService:
             raise ApiError(ErrorCode.SW_ROOM_FORBIDDEN, "you are banned from this room")
         if not (room.is_public or state == "invite"):
             raise ApiError(ErrorCode.SW_ROOM_FORBIDDEN, "this room is invite-only")
-        if room.member_count >= self._max_members:
+        if room_store.count_members(conn, room_id) >= self._max_members:
             raise ApiError(ErrorCode.SW_ROOM_FORBIDDEN, "the room is full")
         change_membership_txn(
             conn, room_id=room_id, target=caller, membership="join", actor=caller, now_ms=now
@@ -347,7 +348,7 @@ class RoomService:
         if current is not None and current.membership == "ban":
             raise ApiError(ErrorCode.SW_ROOM_FORBIDDEN, "that participant is banned; unban first")
         if current is None or current.membership != "join":
-            if room.member_count >= self._max_members:
+            if room_store.count_members(conn, room_id) >= self._max_members:
                 raise ApiError(ErrorCode.SW_ROOM_FORBIDDEN, "the room is full")
             change_membership_txn(
                 conn,

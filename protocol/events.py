@@ -180,6 +180,7 @@ def verify_event_id(event: Event) -> bool:
 def wire_event(event: Event, tenant_id: str) -> dict[str, Any]:
     """The event as clients see it on the stream, in /sync and in history."""
     wire_type = EventType.MESSAGE if event.type is EventType.EDIT else event.type
+    ts = iso_ms(event.origin_ts_ms)
     frame: dict[str, Any] = {
         "type": str(wire_type),
         "event_type": str(wire_type),
@@ -191,8 +192,8 @@ def wire_event(event: Event, tenant_id: str) -> dict[str, Any]:
         "content": event.content,
         "stream_position": event.stream_position,
         "origin_ts": event.origin_ts_ms // 1000,
-        "ts": iso_ms(event.origin_ts_ms),
-        "created_at": iso_ms(event.origin_ts_ms),
+        "ts": ts,
+        "created_at": ts,
         "depth": event.depth,
         "prev_event_ids": list(event.prev_event_ids),
         "edited_at": iso_or_none(event.edited_at_ms),

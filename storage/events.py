@@ -15,6 +15,7 @@ from typing import Literal
 import orjson
 
 from protocol.events import Event, EventDraft, EventType, build_event
+from storage import media as media_store
 from storage import relations
 from storage.errors import NotFound
 
@@ -145,6 +146,10 @@ def append_event_txn(conn: sqlite3.Connection, draft: EventDraft, *, now_ms: int
             sender_id=event.sender_id,
             position=position,
         )
+    if event.type in (EventType.MESSAGE, EventType.EDIT):
+        media_store.record_refs_txn(
+            conn, event_id=event.event_id, room_id=event.room_id, content=event.content
+        )
     if draft.event_uuid is not None:
         conn.execute(
             "INSERT OR REPLACE INTO idempotency (sender_id, event_uuid, event_id, created_at_ms)"
@@ -258,3 +263,4 @@ def redact_txn(
     )
     conn.execute("DELETE FROM reactions WHERE target_event_id = ?", (target_event_id,))
     relations.mark_redacted_txn(conn, target_event_id)
+    media_store.unref_event_txn(conn, target_event_id)

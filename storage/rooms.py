@@ -48,6 +48,9 @@ _ROOM_COLUMNS = (
 )
 
 
+_ROOM_COLUMNS_NO_COUNT = _ROOM_COLUMNS.split(", (SELECT COUNT(*)")[0] + ", 0 AS member_count"
+
+
 def _room(row: sqlite3.Row) -> Room:
     return Room(
         room_id=row["room_id"],
@@ -114,10 +117,10 @@ def create_room_txn(
         raise Conflict("a direct room for this pair exists") from exc
 
 
-def get_room(conn: sqlite3.Connection, room_id: str) -> Room | None:
-    row = conn.execute(
-        f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.room_id = ?", (room_id,)
-    ).fetchone()
+def get_room(conn: sqlite3.Connection, room_id: str, *, count_members: bool = True) -> Room | None:
+    """A room; ``count_members=False`` skips the member count (the hot write path)."""
+    columns = _ROOM_COLUMNS if count_members else _ROOM_COLUMNS_NO_COUNT
+    row = conn.execute(f"SELECT {columns} FROM rooms r WHERE r.room_id = ?", (room_id,)).fetchone()
     return None if row is None else _room(row)
 
 
@@ -287,5 +290,12 @@ def count_rooms_for(conn: sqlite3.Connection, participant_id: str) -> int:
     row = conn.execute(
         "SELECT COUNT(*) FROM memberships WHERE participant_id = ? AND membership = 'join'",
         (participant_id,),
+    ).fetchone()
+    return int(row[0])
+
+
+def count_members(conn: sqlite3.Connection, room_id: str) -> int:
+    row = conn.execute(
+        "SELECT COUNT(*) FROM memberships WHERE room_id = ? AND membership = 'join'", (room_id,)
     ).fetchone()
     return int(row[0])

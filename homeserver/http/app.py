@@ -10,12 +10,14 @@ from homeserver.auth import AuthService
 from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http import (
     routes_auth,
+    routes_media,
     routes_messages,
     routes_relations,
     routes_rooms,
     routes_state,
 )
 from homeserver.http.shim import install_fallbacks, json_response
+from homeserver.media import MediaService
 from homeserver.messages import MessageService
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
@@ -34,6 +36,7 @@ def build_app(
     state: RoomStateService,
     presence: PresenceService,
     typing: TypingService,
+    media: MediaService | None = None,
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
@@ -69,4 +72,6 @@ def build_app(
     )
     routes_relations.install(app, auth, relations, limit=limit, tenant_id=settings.tenant_id)
     routes_state.install(app, auth, state, presence, typing, limit=limit)
+    if media is not None:
+        routes_media.install(app, auth, media)
     return app

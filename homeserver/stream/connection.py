@@ -158,20 +158,26 @@ class StreamConnection:
 
     # -- Subscriber ---------------------------------------------------------
 
-    def deliver_event(self, position: int, frame: bytes) -> None:
+    def deliver_events(self, items: list[tuple[int, bytes]]) -> None:
         if self._closing:
             return
         if self._held is not None:
-            self._held.append((position, frame))
-            self._held_bytes += len(frame)
+            self._held.extend(items)
+            self._held_bytes += sum(len(frame) for _, frame in items)
             if self._held_bytes > self._settings.queue_bytes:
                 self._held = []
                 self._overflow()
             return
-        if position <= self._last_position:
-            return
-        self._last_position = position
-        self._outbox.send_nowait(frame)
+        last = self._last_position
+        if items[0][0] > last:
+            frames = [frame for _, frame in items]
+        else:
+            frames = [frame for position, frame in items if position > last]
+            if not frames:
+                return
+        self._last_position = items[-1][0]
+        # One write for the whole commit batch.
+        self._outbox.send_nowait(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def deliver_ephemeral(self, frame: bytes) -> None:
         if self._closing:
@@ -321,8 +327,8 @@ class StreamConnection:
         if self.is_closing():
             return
         held, self._held = self._held or [], None
-        for position, frame in held:
-            self.deliver_event(position, frame)
+        if held:
+            self.deliver_events(held)
 
     async def _read_loop(self, nursery: trio.Nursery, early_frames: Sequence[Frame]) -> None:
         for frame in early_frames:
@@ -409,15 +415,19 @@ class StreamConnection:
             log.exception("stream send failed (%s)", self.session_id)
             self._error(frame.req_id, ApiError(ErrorCode.SW_INTERNAL, "internal error"))
         else:
-            self.send_json(
-                {
-                    "type": "ack",
-                    "req_id": frame.req_id,
-                    "event": wire_event(event, self._services.tenant_id),
-                }
-            )
+            self._ack(frame.req_id, event)
         finally:
             self._send_slots.release()
+
+    def _ack(self, req_id: str | None, event: Event) -> None:
+        if self._closing:
+            return
+        # The hub has just encoded this event for the room: reuse its bytes.
+        payload = self._hub.encoded(event.event_id)
+        if payload is None:
+            payload = orjson.dumps(wire_event(event, self._services.tenant_id))
+        body = b'{"type":"ack","req_id":' + orjson.dumps(req_id) + b',"event":' + payload + b"}"
+        self._outbox.send_nowait(encode_text_frame(body))
 
     async def _call(
         self, req_id: str | None, fn: Callable[..., Awaitable[Any]], *args: Any

@@ -27,8 +27,8 @@ class Conn:
     participant_id: str
     frames: list[dict[str, Any]] = field(default_factory=list)
 
-    def deliver_event(self, position: int, frame: bytes) -> None:
-        self.frames.append(orjson.loads(frame))
+    def deliver_events(self, items: list[tuple[int, bytes]]) -> None:
+        self.frames.extend(orjson.loads(frame) for _, frame in items)
 
     def deliver_ephemeral(self, frame: bytes) -> None:
         self.frames.append(orjson.loads(frame))
