@@ -81,7 +81,7 @@ class Writer:
         self._max_batch = max_batch
         self._send, self._recv = trio.open_memory_channel[_Job[Any]](max_batch * 64)
         self._to_sync, self._syncing = trio.open_memory_channel[_Committed](max_batch * 64)
-        self._conn: sqlite3.Connection | None = None
+        self._conn: db.Connection | None = None
         self._on_commit: OnCommit = lambda events: None
         self.committed_position = 0
         self.published_position = 0
@@ -102,7 +102,7 @@ class Writer:
         # When a checkpoint lets the WAL restart, cut the file back to this size.
         self._conn.execute("PRAGMA journal_size_limit = 67108864")
         migrate.migrate(self._conn)
-        self._sync_wal()  # the WAL and its directory entry are on disk from here on
+        self._sync_wal(directory=True)  # the WAL and its directory entry are durable
         self.published_position = self.committed_position = event_store.max_position(self._conn)
         return self.published_position
 
@@ -171,42 +171,55 @@ class Writer:
                 for job in committed.jobs:
                     job.done.set()
 
-    def _sync_wal(self) -> None:
-        """fsync the WAL: everything committed so far is then on disk."""
-        for path in (self._path + "-wal", str(Path(self._path).parent)):
+    def _sync_wal(self, *, directory: bool = False) -> None:
+        """fdatasync the WAL (as SQLite itself does): everything committed so far is
+        then on disk. The directory is synced once, at open: the WAL file then
+        stays in place (checkpoints truncate it, they never delete it) until close.
+        """
+        paths = [self._path + "-wal"]
+        if directory:
+            paths.append(str(Path(self._path).parent))
+        for path in paths:
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue  # no WAL: a checkpoint already synced the database file
             try:
-                os.fsync(fd)
+                os.fsync(fd) if path != paths[0] else os.fdatasync(fd)
             finally:
                 os.close(fd)
 
     def _run_batch(self, batch: list[_Job[Any]]) -> list[Event]:
         conn = self._conn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        for job in batch:
-            conn.execute("SAVEPOINT job")
-            try:
-                value = job.fn(conn, *job.args)
-            except Exception as exc:
-                conn.execute("ROLLBACK TO job")
-                job.result = outcome.Error(exc)
-            else:
-                job.result = outcome.Value(value)
-            conn.execute("RELEASE job")
+        journal: list[Event] = []
+        conn.journal = journal
         try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self.stats.failed_commits += 1
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
             for job in batch:
-                job.result = outcome.Error(exc)
-            return []
-        events = event_store.events_after(conn, self.committed_position, limit=1_000_000)
+                mark = len(journal)
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = job.fn(conn, *job.args)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    del journal[mark:]  # its events were rolled back with it
+                    job.result = outcome.Error(exc)
+                else:
+                    job.result = outcome.Value(value)
+                conn.execute("RELEASE job")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.stats.failed_commits += 1
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                for job in batch:
+                    job.result = outcome.Error(exc)
+                return []
+        finally:
+            conn.journal = None
+        events = [event_store.presented(conn, event) for event in journal]
         if events:
             self.committed_position = events[-1].stream_position
         return events

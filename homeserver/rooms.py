@@ -7,6 +7,7 @@ Checks raise ScaiWave codes; ScaiGrid routes translate them at the boundary.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +69,12 @@ def writable_room(conn: sqlite3.Connection, room_id: str) -> Room:
 
 
 def thresholds_of(room: Room) -> PowerThresholds:
-    return PowerThresholds.from_dict(room.thresholds)
+    return _thresholds(tuple(sorted(room.thresholds.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _thresholds(items: tuple[tuple[str, int], ...]) -> PowerThresholds:
+    return PowerThresholds.from_dict(dict(items))
 
 
 def _participant_or_404(conn: sqlite3.Connection, participant_id: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 
+@functools.lru_cache(maxsize=4096)
 def iso_ms(ts_ms: int) -> str:
     """ISO-8601 UTC with milliseconds, e.g. ``2026-11-22T10:00:00.123Z``."""
     dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)

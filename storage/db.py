@@ -10,8 +10,20 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+
+
+class Connection(sqlite3.Connection):
+    """A connection that can keep a journal of the events appended through it.
+
+    The writer sets ``journal`` to a list for the length of a batch; the event
+    store appends every event it stores, so the batch can be published without
+    reading it back.
+    """
+
+    journal: list[Any] | None = None
 
 
 def connect(
@@ -20,7 +32,7 @@ def connect(
     synchronous: str = "full",
     readonly: bool = False,
     check_same_thread: bool = False,
-) -> sqlite3.Connection:
+) -> Connection:
     """Open a connection configured for this server.
 
     ``path`` may be ``":memory:"`` (tests). ``readonly`` connections refuse writes.
@@ -29,10 +41,17 @@ def connect(
     if readonly and target != ":memory:":
         uri = Path(target).resolve().as_uri() + "?mode=ro"
         conn = sqlite3.connect(
-            uri, uri=True, isolation_level=None, check_same_thread=check_same_thread
+            uri,
+            uri=True,
+            isolation_level=None,
+            check_same_thread=check_same_thread,
+            factory=Connection,
         )
     else:
-        conn = sqlite3.connect(target, isolation_level=None, check_same_thread=check_same_thread)
+        conn = sqlite3.connect(
+            target, isolation_level=None, check_same_thread=check_same_thread, factory=Connection
+        )
+    assert isinstance(conn, Connection)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA foreign_keys = ON")

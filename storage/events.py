@@ -156,7 +156,28 @@ def append_event_txn(conn: sqlite3.Connection, draft: EventDraft, *, now_ms: int
             " VALUES (?, ?, ?, ?)",
             (draft.sender_id, draft.event_uuid, event.event_id, now_ms),
         )
-    return replace(event, stream_position=position)
+    stored = replace(event, stream_position=position)
+    journal = getattr(conn, "journal", None)
+    if journal is not None:
+        journal.append(stored)
+    return stored
+
+
+_NEEDS_READ_MODEL = frozenset({EventType.EDIT, EventType.REDACTION, EventType.REACTION})
+
+
+def presented(conn: sqlite3.Connection, event: Event) -> Event:
+    """A just-appended event as readers see it.
+
+    Most events read back exactly as they were appended; edits, redactions and
+    reactions are presented through the read model (an edit as its message).
+    """
+    if event.type not in _NEEDS_READ_MODEL:
+        return event
+    row = conn.execute(
+        f"{_SELECT} WHERE e.stream_position = ?", (event.stream_position,)
+    ).fetchone()
+    return _present(conn, row)
 
 
 def get_event(conn: sqlite3.Connection, event_id: str) -> Event | None:
@@ -262,5 +283,7 @@ def redact_txn(
         (now_ms, redacted_by, target_event_id),
     )
     conn.execute("DELETE FROM reactions WHERE target_event_id = ?", (target_event_id,))
-    relations.mark_redacted_txn(conn, target_event_id)
+    target = _raw_by_id(conn, target_event_id)
+    if target is not None:
+        relations.mark_redacted_txn(conn, target.room_id, target.stream_position)
     media_store.unref_event_txn(conn, target_event_id)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-ROOM_TOTAL = ""
-
 
 @dataclass(frozen=True, slots=True)
 class ReadMarker:
@@ -14,42 +12,30 @@ class ReadMarker:
     position: int
 
 
-def _bump(conn: sqlite3.Connection, room_id: str, sender_id: str) -> int:
-    row = conn.execute(
-        "INSERT INTO message_totals (room_id, sender_id, messages) VALUES (?, ?, 1)"
-        " ON CONFLICT (room_id, sender_id) DO UPDATE SET messages = messages + 1"
-        " RETURNING messages",
-        (room_id, sender_id),
-    ).fetchone()
-    return int(row[0])
-
-
 def record_message_txn(
     conn: sqlite3.Connection, *, event_id: str, room_id: str, sender_id: str, position: int
 ) -> None:
-    """Count a new message event (called in the transaction that stores it)."""
-    room_seq = _bump(conn, room_id, ROOM_TOTAL)
-    sender_seq = _bump(conn, room_id, sender_id)
+    """Number a new message in its room and among its sender's (one statement)."""
     conn.execute(
-        "INSERT INTO message_ordinals (event_id, room_id, sender_id, position, room_seq,"
-        " sender_seq) VALUES (?, ?, ?, ?, ?, ?)",
-        (event_id, room_id, sender_id, position, room_seq, sender_seq),
+        "INSERT INTO message_ordinals (room_id, position, event_id, sender_id, room_seq,"
+        " sender_seq) VALUES (?, ?, ?, ?,"
+        " COALESCE((SELECT room_seq FROM message_ordinals WHERE room_id = ?"
+        "  ORDER BY position DESC LIMIT 1), 0) + 1,"
+        " COALESCE((SELECT sender_seq FROM message_ordinals WHERE room_id = ?"
+        "  AND sender_id = ? ORDER BY position DESC LIMIT 1), 0) + 1)",
+        (room_id, position, event_id, sender_id, room_id, room_id, sender_id),
     )
 
 
-def mark_redacted_txn(conn: sqlite3.Connection, event_id: str) -> None:
-    conn.execute("UPDATE message_ordinals SET redacted = 1 WHERE event_id = ?", (event_id,))
-
-
-def _total(conn: sqlite3.Connection, room_id: str, sender_id: str) -> int:
-    row = conn.execute(
-        "SELECT messages FROM message_totals WHERE room_id = ? AND sender_id = ?",
-        (room_id, sender_id),
-    ).fetchone()
-    return int(row[0]) if row else 0
+def mark_redacted_txn(conn: sqlite3.Connection, room_id: str, position: int) -> None:
+    conn.execute(
+        "UPDATE message_ordinals SET redacted = 1 WHERE room_id = ? AND position = ?",
+        (room_id, position),
+    )
 
 
 def _seq_at(conn: sqlite3.Connection, room_id: str, position: int, sender_id: str | None) -> int:
+    """The room's (or one sender's) message count up to and including ``position``."""
     if sender_id is None:
         row = conn.execute(
             "SELECT room_seq FROM message_ordinals WHERE room_id = ? AND position <= ?"
@@ -65,12 +51,15 @@ def _seq_at(conn: sqlite3.Connection, room_id: str, position: int, sender_id: st
     return int(row[0]) if row else 0
 
 
+LAST = 2**62
+
+
 def unread_count(conn: sqlite3.Connection, room_id: str, participant_id: str) -> int:
     """Messages from others after the participant's read marker, redacted ones excluded."""
     marker = get_read_marker(conn, room_id, participant_id)
     position = marker.position if marker else 0
-    room_after = _total(conn, room_id, ROOM_TOTAL) - _seq_at(conn, room_id, position, None)
-    own_after = _total(conn, room_id, participant_id) - _seq_at(
+    room_after = _seq_at(conn, room_id, LAST, None) - _seq_at(conn, room_id, position, None)
+    own_after = _seq_at(conn, room_id, LAST, participant_id) - _seq_at(
         conn, room_id, position, participant_id
     )
     redacted_others = conn.execute(
