@@ -237,6 +237,14 @@ def visible_since(
     return [_present(conn, r) for r in rows]
 
 
+def stored_chain(conn: sqlite3.Connection, room_id: str) -> list[Event]:
+    """A room's events exactly as stored (no read model), in order: for audits."""
+    rows = conn.execute(
+        "SELECT * FROM events WHERE room_id = ? ORDER BY stream_position", (room_id,)
+    ).fetchall()
+    return [_row_event(r) for r in rows]
+
+
 def max_position(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT MAX(stream_position) FROM events").fetchone()
     return int(row[0] or 0)

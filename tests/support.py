@@ -98,6 +98,31 @@ class Api:
         )
 
 
+def envelope_ok(r: httpx.Response, status: int) -> Any:
+    """The ``data`` of a success envelope, after checking its exact shape."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"status", "data", "meta"}, body
+    assert body["status"] == "ok"
+    assert body["meta"]["request_id"].startswith("req_")
+    return body["data"]
+
+
+def envelope_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The ``error`` of an error envelope: exact shape, code, a message, no traceback."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"status", "error", "meta"}, body
+    assert body["status"] == "error"
+    assert body["meta"]["request_id"].startswith("req_")
+    error: dict[str, Any] = body["error"]
+    assert error["code"] == code, body
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert "Traceback" not in r.text
+    return error
+
+
 @asynccontextmanager
 async def api_for(running: app.Running) -> AsyncIterator[Api]:
     async with httpx.AsyncClient(base_url=running.base_url, timeout=30) as client:

@@ -15,7 +15,6 @@ outcome (including refusals) from a small model, and checks after every step:
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,23 +70,6 @@ class Msg:
 
     def texts(self) -> list[str]:
         return [str(c["body"]) for c in self.contents]
-
-
-def _raw_event(row: sqlite3.Row) -> Event:
-    return Event(
-        stream_position=row["stream_position"],
-        event_id=row["event_id"],
-        room_id=row["room_id"],
-        type=EventType(row["type"]),
-        sender_id=row["sender_id"],
-        actor_id=row["actor_id"],
-        content=json.loads(row["content"]),
-        origin_ts_ms=row["origin_ts_ms"],
-        depth=row["depth"],
-        prev_event_ids=tuple(json.loads(row["prev_event_ids"])),
-        content_hash=row["content_hash"],
-        relates_to=row["relates_to"],
-    )
 
 
 class MessageModel(RuleBasedStateMachine):
@@ -447,12 +429,8 @@ class MessageModel(RuleBasedStateMachine):
 
     @invariant()
     def ids_verify_and_the_chain_holds(self) -> None:
-        rows = self.conn.execute(
-            "SELECT * FROM events WHERE room_id = ? ORDER BY stream_position", (self.room,)
-        ).fetchall()
         previous: Event | None = None
-        for row in rows:
-            event = _raw_event(row)
+        for event in event_store.stored_chain(self.conn, self.room):
             assert verify_event_id(event), event.event_id
             if previous is None:
                 assert event.prev_event_ids == ()

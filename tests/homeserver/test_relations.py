@@ -23,11 +23,12 @@ from websockets.trio.client import ClientConnection, connect
 from conf import Settings
 from homeserver import app
 from homeserver.app import Running
-from protocol.events import Event, EventType, verify_event_id
+from protocol.events import verify_event_id
 from protocol.timefmt import iso_ms
 from storage import db
 from storage import events as event_store
 from tests.support import Api, User, api_for, make_settings, start_server
+from tests.support import envelope_error as expect_error
 
 Frame = dict[str, Any]
 HOUR_MS = 3_600_000
@@ -127,16 +128,6 @@ def has_req_id(req_id: str, frame: Frame) -> bool:
 
 def text(body: str) -> Frame:
     return {"msgtype": "swp.text", "body": body}
-
-
-def expect_error(r: httpx.Response, status: int, code: str) -> Frame:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert body["status"] == "error", body
-    assert body["error"]["code"] == code, body
-    error = body["error"]
-    assert isinstance(error, dict)
-    return error
 
 
 async def edit(api: Api, user: User, room: str, eid: str, body: str) -> httpx.Response:
@@ -632,23 +623,6 @@ def _checkpoint(db_path: Path) -> tuple[int, int, int]:
         conn.close()
 
 
-def _raw_event(row: sqlite3.Row) -> Event:
-    return Event(
-        stream_position=row["stream_position"],
-        event_id=row["event_id"],
-        room_id=row["room_id"],
-        type=EventType(row["type"]),
-        sender_id=row["sender_id"],
-        actor_id=row["actor_id"],
-        content=json.loads(row["content"]),
-        origin_ts_ms=row["origin_ts_ms"],
-        depth=row["depth"],
-        prev_event_ids=tuple(json.loads(row["prev_event_ids"])),
-        content_hash=row["content_hash"],
-        relates_to=row["relates_to"],
-    )
-
-
 def _verify_chain(db_path: Path, room: str, message_id: str) -> None:
     conn = db.connect(db_path, readonly=True)
     try:
@@ -666,8 +640,8 @@ def _verify_chain(db_path: Path, room: str, message_id: str) -> None:
         at = ids.index(message_id)
         assert json.loads(rows[at + 1]["prev_event_ids"]) == [message_id]
         # Every stored event, edits and the redaction included, still hashes to its id.
-        for row in conn.execute("SELECT * FROM events WHERE room_id = ?", (room,)):
-            assert verify_event_id(_raw_event(row)), row["event_id"]
+        for stored in event_store.stored_chain(conn, room):
+            assert verify_event_id(stored), stored.event_id
     finally:
         conn.close()
 

@@ -7,30 +7,15 @@ from typing import Any
 
 import httpx
 
-from tests.support import Api, User, api_for, make_settings, start_server
-
-
-def envelope_ok(r: httpx.Response, status: int) -> Any:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"status", "data", "meta"}, body
-    assert body["status"] == "ok"
-    assert body["meta"]["request_id"].startswith("req_")
-    return body["data"]
-
-
-def envelope_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"status", "error", "meta"}, body
-    assert body["status"] == "error"
-    assert body["meta"]["request_id"].startswith("req_")
-    error: dict[str, Any] = body["error"]
-    assert error["code"] == code, body
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert "Traceback" not in r.text
-    return error
+from tests.support import (
+    Api,
+    User,
+    api_for,
+    envelope_error,
+    envelope_ok,
+    make_settings,
+    start_server,
+)
 
 
 def bearer(token: str) -> dict[str, str]:

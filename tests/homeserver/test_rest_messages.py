@@ -12,7 +12,15 @@ import httpx
 import orjson
 import trio
 
-from tests.support import Api, User, api_for, make_settings, start_server
+from tests.support import (
+    Api,
+    User,
+    api_for,
+    envelope_error,
+    envelope_ok,
+    make_settings,
+    start_server,
+)
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 EVENT_FIELDS = {
@@ -29,28 +37,6 @@ EVENT_FIELDS = {
     "depth",
     "prev_event_ids",
 }
-
-
-def envelope_ok(r: httpx.Response, status: int) -> Any:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"status", "data", "meta"}, body
-    assert body["status"] == "ok"
-    assert body["meta"]["request_id"].startswith("req_")
-    return body["data"]
-
-
-def envelope_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"status", "error", "meta"}, body
-    assert body["status"] == "error"
-    assert body["meta"]["request_id"].startswith("req_")
-    error: dict[str, Any] = body["error"]
-    assert error["code"] == code, body
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    return error
 
 
 def text(body: str, **extra: Any) -> dict[str, Any]:

@@ -4,31 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from tests.support import Api, User
-
-
-def envelope_ok(r: httpx.Response, status: int) -> Any:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"status", "data", "meta"}, body
-    assert body["status"] == "ok"
-    assert body["meta"]["request_id"].startswith("req_")
-    return body["data"]
-
-
-def envelope_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert set(body) == {"status", "error", "meta"}, body
-    assert body["status"] == "error"
-    assert body["meta"]["request_id"].startswith("req_")
-    error: dict[str, Any] = body["error"]
-    assert error["code"] == code, body
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    return error
+from tests.support import Api, User, envelope_error, envelope_ok
 
 
 async def expect(
