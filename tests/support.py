@@ -8,6 +8,7 @@ wrapper that registers users and unwraps the envelope.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,23 @@ import trio
 
 from conf import Settings
 from homeserver import app
+
+# The persisted-event fields of CONTRACT section 4, and its ISO-8601 millisecond format.
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+EVENT_FIELDS = {
+    "type",
+    "id",
+    "room_id",
+    "tenant_id",
+    "sender_id",
+    "actor_id",
+    "content",
+    "stream_position",
+    "origin_ts",
+    "ts",
+    "depth",
+    "prev_event_ids",
+}
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

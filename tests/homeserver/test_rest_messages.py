@@ -3,7 +3,6 @@ rate limits (CONTRACT 4 event shape, 7) and the no-leak rule for non-members (6)
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,8 @@ import orjson
 import trio
 
 from tests.support import (
+    EVENT_FIELDS,
+    ISO_MS,
     Api,
     User,
     api_for,
@@ -21,22 +22,6 @@ from tests.support import (
     make_settings,
     start_server,
 )
-
-ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-EVENT_FIELDS = {
-    "type",
-    "id",
-    "room_id",
-    "tenant_id",
-    "sender_id",
-    "actor_id",
-    "content",
-    "stream_position",
-    "origin_ts",
-    "ts",
-    "depth",
-    "prev_event_ids",
-}
 
 
 def text(body: str, **extra: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ a raw sans-I/O ``ClientProtocol`` over a trio TCP stream.
 from __future__ import annotations
 
 import json
-import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,23 +25,8 @@ from websockets.trio.client import ClientConnection, connect
 from websockets.uri import parse_uri
 
 from homeserver.app import Running
-from tests.support import Api, User, api_for, make_settings, start_server
+from tests.support import EVENT_FIELDS, ISO_MS, Api, User, api_for, make_settings, start_server
 
-ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-EVENT_FIELDS = {
-    "type",
-    "id",
-    "room_id",
-    "tenant_id",
-    "sender_id",
-    "actor_id",
-    "content",
-    "stream_position",
-    "origin_ts",
-    "ts",
-    "depth",
-    "prev_event_ids",
-}
 STEP = 10.0  # upper bound for any single wait; tests finish far sooner
 
 
