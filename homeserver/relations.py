@@ -24,7 +24,7 @@ from typing import Any
 from homeserver.clock import WallClock
 from homeserver.database import Readers, Writer
 from homeserver.hub import Hub
-from homeserver.rooms import joined_member, thresholds_of, writable_room
+from homeserver.rooms import joined_member, thresholds_of, writable_member
 from protocol import power
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import Event, EventDraft, EventType
@@ -97,8 +97,7 @@ class RelationService:
         content: dict[str, Any],
         now: int,
     ) -> Event:
-        writable_room(conn, room_id)
-        joined_member(conn, room_id, caller)
+        writable_member(conn, room_id, caller)
         target = _message_in_room(conn, room_id, event_id)
         if target.is_redacted:
             raise ApiError(ErrorCode.SW_EVENT_NOT_FOUND, "that message was redacted")
@@ -143,8 +142,7 @@ class RelationService:
         reason: str | None,
         now: int,
     ) -> Event:
-        room = writable_room(conn, room_id)
-        actor = joined_member(conn, room_id, caller)
+        room, actor = writable_member(conn, room_id, caller)
         target = _message_in_room(conn, room_id, event_id)
         power.check_redact(
             caller, target.sender_id, target.actor_id, actor.power_level, thresholds_of(room)
@@ -184,8 +182,7 @@ class RelationService:
         add: bool,
         now: int,
     ) -> dict[str, Any]:
-        room = writable_room(conn, room_id)
-        actor = joined_member(conn, room_id, caller)
+        room, actor = writable_member(conn, room_id, caller)
         power.check_can_send(actor.power_level, actor.read_only, thresholds_of(room))
         target = _message_in_room(conn, room_id, event_id)
         if target.is_redacted:

@@ -68,6 +68,19 @@ def writable_room(conn: sqlite3.Connection, room_id: str) -> Room:
     return room
 
 
+def writable_member(
+    conn: sqlite3.Connection, room_id: str, participant_id: str
+) -> tuple[Room, Membership]:
+    """The room and the caller's membership, for a write.
+
+    Membership is checked first: a non-member gets 403 SW_NOT_MEMBER and learns
+    nothing, not even whether the room is closed or archived (409 SW_ROOM_FROZEN
+    is for members).
+    """
+    member = joined_member(conn, room_id, participant_id)
+    return writable_room(conn, room_id), member
+
+
 def thresholds_of(room: Room) -> PowerThresholds:
     return _thresholds(tuple(sorted(room.thresholds.items())))
 
@@ -320,8 +333,7 @@ class RoomService:
     def _invite_txn(
         self, conn: sqlite3.Connection, caller: str, room_id: str, target: str, now: int
     ) -> None:
-        room = writable_room(conn, room_id)
-        actor = joined_member(conn, room_id, caller)
+        room, actor = writable_member(conn, room_id, caller)
         power.check_invite(actor.power_level, thresholds_of(room))
         _participant_or_404(conn, target)
         current = room_store.get_membership(conn, room_id, target)
@@ -342,8 +354,7 @@ class RoomService:
     def _add_member_txn(
         self, conn: sqlite3.Connection, caller: str, room_id: str, target: str, role: str, now: int
     ) -> Membership:
-        room = writable_room(conn, room_id)
-        actor = joined_member(conn, room_id, caller)
+        room, actor = writable_member(conn, room_id, caller)
         level, read_only = _role_power(role)
         power.check_can_send(actor.power_level, actor.read_only, thresholds_of(room))
         power.check_invite(actor.power_level, thresholds_of(room))
@@ -469,8 +480,7 @@ class RoomService:
         changes: dict[str, Any],
         now: int,
     ) -> Room:
-        room = writable_room(conn, room_id)
-        actor = joined_member(conn, room_id, caller)
+        room, actor = writable_member(conn, room_id, caller)
         power.check_state_change(actor.power_level, thresholds_of(room))
         kinds = {"name": EventType.NAME, "topic": EventType.TOPIC}
         for key, value in changes.items():
@@ -497,8 +507,7 @@ class RoomService:
         level: int,
         now: int,
     ) -> Membership:
-        room = writable_room(conn, room_id)
-        actor = joined_member(conn, room_id, caller)
+        room, actor = writable_member(conn, room_id, caller)
         current = room_store.get_membership(conn, room_id, target)
         if current is None or current.membership != "join":
             raise ApiError(ErrorCode.SW_PARTICIPANT_NOT_FOUND, "that participant is not a member")

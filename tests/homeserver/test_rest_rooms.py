@@ -892,3 +892,24 @@ async def test_viewer_via_initial_members(api: Api) -> None:
         "SW_ROOM_FORBIDDEN",
         {"content": {"body": "x"}},
     )
+
+
+async def test_frozen_room_is_not_revealed_to_non_members(api: Api) -> None:
+    alice, eve = await api.register("alice"), await api.register("eve")
+    room = await api.room(alice)
+    sent = await api.send(alice, room, "before closing")
+    await api.ok("POST", f"/v1/rooms/{room}/close", alice)
+    # A member is told the room is frozen ...
+    r = await api.call("POST", f"/v1/rooms/{room}/send", alice, json={"content": {"body": "x"}})
+    envelope_error(r, 409, "SW_ROOM_FROZEN")
+    # ... a non-member only that they are not a member, on every write path.
+    for method, path, body in (
+        ("POST", f"/v1/rooms/{room}/send", {"content": {"body": "x"}}),
+        ("PUT", f"/v1/rooms/{room}/name", {"name": "x"}),
+        ("POST", f"/v1/rooms/{room}/invite", {"participant_id": eve.participant_id}),
+        ("POST", f"/v1/rooms/{room}/events/{sent['id']}/edit", {"content": {"body": "x"}}),
+        ("POST", f"/v1/rooms/{room}/events/{sent['id']}/react", {"emoji": "x"}),
+        ("PUT", f"/v1/rooms/{room}/ai/engagement", {"mode": "always"}),
+    ):
+        r = await api.call(method, path, eve, json=body)
+        envelope_error(r, 403, "SW_NOT_MEMBER")
