@@ -51,21 +51,27 @@ def _room_or_404(conn: sqlite3.Connection, room_id: str, *, count_members: bool 
     return room
 
 
-def joined_member(conn: sqlite3.Connection, room_id: str, participant_id: str) -> Membership:
-    """The caller's membership, or 403 SW_NOT_MEMBER (no room content in the error)."""
-    _room_or_404(conn, room_id, count_members=False)
-    member = room_store.get_membership(conn, room_id, participant_id)
+def _joined(member: Membership | None) -> Membership:
     if member is None or member.membership != "join":
         raise ApiError(ErrorCode.SW_NOT_MEMBER, "you are not a member of this room")
     return member
 
 
-def writable_room(conn: sqlite3.Connection, room_id: str) -> Room:
-    """The room, if it takes writes (its ``member_count`` is not filled in)."""
-    room = _room_or_404(conn, room_id, count_members=False)
+def _open(room: Room) -> Room:
     if room.state != "open":
         raise ApiError(ErrorCode.SW_ROOM_FROZEN, f"the room is {room.state}; it takes no writes")
     return room
+
+
+def joined_member(conn: sqlite3.Connection, room_id: str, participant_id: str) -> Membership:
+    """The caller's membership, or 403 SW_NOT_MEMBER (no room content in the error)."""
+    _room_or_404(conn, room_id, count_members=False)
+    return _joined(room_store.get_membership(conn, room_id, participant_id))
+
+
+def writable_room(conn: sqlite3.Connection, room_id: str) -> Room:
+    """The room, if it takes writes (its ``member_count`` is not filled in)."""
+    return _open(_room_or_404(conn, room_id, count_members=False))
 
 
 def writable_member(
@@ -77,8 +83,9 @@ def writable_member(
     nothing, not even whether the room is closed or archived (409 SW_ROOM_FROZEN
     is for members).
     """
-    member = joined_member(conn, room_id, participant_id)
-    return writable_room(conn, room_id), member
+    room = _room_or_404(conn, room_id, count_members=False)
+    member = _joined(room_store.get_membership(conn, room_id, participant_id))
+    return _open(room), member
 
 
 def thresholds_of(room: Room) -> PowerThresholds:
