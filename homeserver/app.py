@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from homeserver.stream.connection import (
     serve_stream,
 )
 from protocol.events import Event
+from protocol.timefmt import iso_ms
 from storage import participants as pstore
 from storage import rooms as room_store
 
@@ -111,8 +111,7 @@ class StreamBridge:
         return await self._messages.replay(participant_id, since, limit)
 
     def now_iso(self) -> str:
-        now = datetime.now(UTC)
-        return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+        return iso_ms(system_ms())
 
 
 def _hypercorn_config(settings: Settings) -> HyperConfig:

@@ -83,7 +83,6 @@ class Writer:
         self._to_sync, self._syncing = trio.open_memory_channel[_Committed](max_batch * 64)
         self._conn: db.Connection | None = None
         self._on_commit: OnCommit = lambda events: None
-        self.committed_position = 0
         self.published_position = 0
         self.stats = WriterStats()
 
@@ -103,7 +102,7 @@ class Writer:
         self._conn.execute("PRAGMA journal_size_limit = 67108864")
         migrate.migrate(self._conn)
         self._sync_wal(directory=True)  # the WAL and its directory entry are durable
-        self.published_position = self.committed_position = event_store.max_position(self._conn)
+        self.published_position = event_store.max_position(self._conn)
         return self.published_position
 
     def close(self) -> None:
@@ -219,10 +218,7 @@ class Writer:
                 return []
         finally:
             conn.journal = None
-        events = [event_store.presented(conn, event) for event in journal]
-        if events:
-            self.committed_position = events[-1].stream_position
-        return events
+        return [event_store.presented(conn, event) for event in journal]
 
     def checkpoint(self) -> bool:
         """Fold the WAL back into the database file; False if readers blocked part of it."""

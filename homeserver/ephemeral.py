@@ -15,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 
 import trio
 
+from homeserver.clock import system_ms
 from homeserver.hub import Hub
 from protocol.errors import ApiError, ErrorCode
 from protocol.ids import AI_TYPES
@@ -29,14 +29,14 @@ from protocol.presence import (
     effective,
     next_change,
 )
+from protocol.timefmt import iso_ms
 
 TypesOf = Callable[[list[str]], Awaitable[dict[str, str]]]
 MAX_PRESENCE_IDS = 100
 
 
 def _now_iso() -> str:
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return iso_ms(system_ms())
 
 
 class _Sweeper:
@@ -150,14 +150,15 @@ class PresenceService:
             )
         unknown = [i for i in ids if i not in self._facts]
         types = await self._types_of(unknown) if unknown else {}
-        out = {}
-        for pid in ids:
-            if types.get(pid) in AI_TYPES:
-                out[pid] = "online"
-                continue
-            state = self.state_of(pid)
-            out[pid] = state if pid == viewer else as_seen_by_others(state)
-        return out
+        return {pid: self.seen_by(viewer, pid, types.get(pid)) for pid in ids}
+
+    def seen_by(self, viewer: str, pid: str, participant_type: str | None = None) -> str:
+        """``pid``'s state as ``viewer`` sees it: AI types always online, the owner
+        sees the truth, others see ``appear_offline`` as ``offline``."""
+        if participant_type in AI_TYPES:
+            return "online"
+        state = self.state_of(pid)
+        return state if pid == viewer else as_seen_by_others(state)
 
     # -- outputs ------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from homeserver.ephemeral import PresenceService
 from homeserver.rooms import joined_member, thresholds_of, writable_member
 from protocol import ids, power
 from protocol.errors import ApiError, ErrorCode
-from protocol.ids import AI_TYPES
 from storage import events as event_store
 from storage import relations
 from storage import rooms as room_store
@@ -96,13 +95,10 @@ class RoomStateService:
             )
 
         snap = await self._readers.read(read)
-        presence = {}
-        for m in snap.members:
-            if m.participant_type in AI_TYPES:
-                presence[m.participant_id] = "online"
-            else:
-                state = self._presence.state_of(m.participant_id)
-                presence[m.participant_id] = state if m.participant_id == caller else _seen(state)
+        presence = {
+            m.participant_id: self._presence.seen_by(caller, m.participant_id, m.participant_type)
+            for m in snap.members
+        }
         return dataclasses.replace(snap, presence=presence)
 
     async def set_notification_mode(self, caller: str, room_id: str, mode: str) -> None:
@@ -203,7 +199,3 @@ class RoomStateService:
             return store.engagement(conn, room_id)
 
         return await self._writer.write(txn)
-
-
-def _seen(state: str) -> str:
-    return "offline" if state == "appear_offline" else state

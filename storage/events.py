@@ -186,7 +186,7 @@ def get_event(conn: sqlite3.Connection, event_id: str) -> Event | None:
 
 
 def events_after(conn: sqlite3.Connection, position: int, *, limit: int = 10_000) -> list[Event]:
-    """Every event after ``position``, in order (the publisher's catch-up read)."""
+    """Every event after ``position``, in order, through the read model (audits, tests)."""
     rows = conn.execute(
         f"{_SELECT} WHERE e.stream_position > ? ORDER BY e.stream_position LIMIT ?",
         (position, limit),
