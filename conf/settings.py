@@ -18,6 +18,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn
 
+from conf.sections import (
+    AiSettings,
+    ModelsSettings,
+    SectionError,
+    ai_section,
+    default_ai,
+    default_models,
+    models_section,
+)
+
 ENV_PREFIX = "HOMESERVER_"
 
 
@@ -39,7 +49,7 @@ class Settings:
     dev: bool = False
     registration_enabled: bool = False
     server_name: str = "localhost"
-    tenant_id: str = "default"
+    tenant_id: str = "ten_default"
     log_level: str = "info"
     access_token_ttl: int = 3600
     refresh_token_ttl: int = 2592000
@@ -73,6 +83,9 @@ class Settings:
     media_uploads_per_minute: int = 30
     max_rooms_per_participant: int = 10000
     max_members_per_room: int = 10000
+    # Nested tables ([models] with [[models.backends]], [ai]): conf/sections.py.
+    models: ModelsSettings = field(default_factory=default_models)
+    ai: AiSettings = field(default_factory=default_ai)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -84,6 +97,16 @@ class Settings:
         """Registration is open if explicitly enabled or in dev mode."""
         return self.registration_enabled or self.dev
 
+    @property
+    def effective_dev_echo(self) -> bool:
+        """The built-in ``dev/echo`` model is offered in dev mode or when enabled."""
+        return self.models.dev_echo or self.dev
+
+    @property
+    def effective_ai_open_creation(self) -> bool:
+        """Any participant may create AI participants (dev mode, or ``ai.open_creation``)."""
+        return self.ai.open_creation or self.dev
+
     def rate_limit_for(self, participant_id: str) -> int:
         """Messages allowed per window for this participant; 0 means unlimited."""
         return self.rate_limit_overrides.get(participant_id, self.rate_limit_messages)
@@ -91,7 +114,7 @@ class Settings:
 
 # --------------------------------------------------------------------------- spec table
 
-Kind = Literal["int", "float", "bool", "str", "choice", "overrides"]
+Kind = Literal["int", "float", "bool", "str", "choice", "overrides", "section"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +183,8 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         "media_uploads_per_minute": _int(1, 100_000),
         "max_rooms_per_participant": _int(1, 1_000_000),
         "max_members_per_room": _int(1, 1_000_000),
+        "models": _Spec("section"),
+        "ai": _Spec("section"),
     }
 )
 
@@ -225,6 +250,20 @@ def _check_overrides(spec: _Spec, value: object, label: str) -> Mapping[str, int
     return MappingProxyType(out)
 
 
+_SECTION_PARSERS: Mapping[str, Callable[[object, str], object]] = {
+    "models": models_section,
+    "ai": ai_section,
+}
+
+
+def _check_section(spec: _Spec, value: object, label: str) -> object:
+    name = label.split(".")[0].removeprefix(ENV_PREFIX).lower()
+    try:
+        return _SECTION_PARSERS[name](value, name)
+    except SectionError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 _CHECKERS: Mapping[Kind, Callable[[_Spec, object, str], object]] = {
     "int": _check_int,
     "float": _check_float,
@@ -232,6 +271,7 @@ _CHECKERS: Mapping[Kind, Callable[[_Spec, object, str], object]] = {
     "str": _check_str,
     "choice": _check_choice,
     "overrides": _check_overrides,
+    "section": _check_section,
 }
 
 
@@ -274,19 +314,22 @@ def from_mapping(data: Mapping[str, object]) -> Settings:
     return _build(_validate(data))
 
 
-def _read_file(path: str | os.PathLike[str]) -> dict[str, object]:
+def _read_raw(path: str | os.PathLike[str]) -> dict[str, object]:
     where = os.fspath(path)
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read config file: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: invalid TOML: {exc}") from exc
+
+
+def _read_file(path: str | os.PathLike[str]) -> dict[str, object]:
     try:
-        return _validate(data)
+        return _validate(_read_raw(path))
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(f"{os.fspath(path)}: {exc}") from None
 
 
 _ENV_BOOLS = {"1": True, "0": False, "true": True, "false": False}
@@ -321,11 +364,33 @@ def _parse_env(spec: _Spec, raw: str, var: str) -> object:
 def _from_env(env: Mapping[str, str]) -> dict[str, object]:
     out: dict[str, object] = {}
     for name, spec in _SPECS.items():
+        if spec.kind == "section":
+            continue
         var = ENV_PREFIX + name.upper()
         raw = env.get(var)
         if raw is not None:
             out[name] = _coerce(name, _parse_env(spec, raw, var), var)
     return out
+
+
+def _env_section(env: Mapping[str, str], name: str) -> dict[str, object]:
+    """``HOMESERVER_MODELS_DEV_ECHO=true`` → ``{"dev_echo": True}``; values are JSON when they
+    parse as JSON (``HOMESERVER_MODELS_BACKENDS='[{...}]'``), else plain strings."""
+    prefix = f"{ENV_PREFIX}{name.upper()}_"
+    out: dict[str, object] = {}
+    for var, raw in env.items():
+        if var.startswith(prefix):
+            try:
+                out[var[len(prefix) :].lower()] = json.loads(raw)
+            except json.JSONDecodeError:
+                out[var[len(prefix) :].lower()] = raw
+    return out
+
+
+def _raw_table(value: object, label: str) -> dict[str, object]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{label}: must be a table (got {value!r})")
+    return dict(value)
 
 
 def load(
@@ -338,12 +403,30 @@ def load(
 
     ``env`` defaults to ``os.environ``; ``None`` values in ``overrides`` are skipped.
     """
+    environ = os.environ if env is None else env
+    sections = [name for name, spec in _SPECS.items() if spec.kind == "section"]
+    raw_sections: dict[str, dict[str, object]] = {name: {} for name in sections}
     merged: dict[str, object] = {}
     if path is not None:
-        merged |= _read_file(path)
-    merged |= _from_env(os.environ if env is None else env)
+        data = _read_raw(path)
+        for name in sections:
+            if name in data:
+                raw_sections[name] |= _raw_table(data.pop(name), f"{os.fspath(path)}: {name}")
+        try:
+            merged |= _validate(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{os.fspath(path)}: {exc}") from None
+    merged |= _from_env(environ)
+    for name in sections:
+        raw_sections[name] |= _env_section(environ, name)
     if overrides is not None:
-        merged |= _validate({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for name in sections:
+            if name in given:
+                raw_sections[name] |= _raw_table(given.pop(name), name)
+        merged |= _validate(given)
+    for name in sections:
+        merged[name] = _coerce(name, raw_sections[name], name)
     return _build(merged)
 
 

@@ -23,6 +23,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
+from bridges.models import ModelRegistry, build_registry
 from conf import Settings
 from homeserver.auth import AuthService, Principal
 from homeserver.clock import WallClock, system_ms
@@ -141,6 +142,12 @@ class _Graph:
     scrubber: Checkpointer
 
 
+def build_models(settings: Settings) -> ModelRegistry:
+    """Every model the server offers: ``dev/echo`` (dev mode or ``models.dev_echo``) and the
+    OpenAI-compatible ``[[models.backends]]``."""
+    return build_registry(settings.models, dev_echo=settings.effective_dev_echo)
+
+
 def _build(
     settings: Settings, writer: Writer, readers: Readers, hub: Hub, clock: WallClock
 ) -> _Graph:
@@ -151,6 +158,8 @@ def _build(
         registration_enabled=settings.effective_registration,
         access_ttl=settings.access_token_ttl,
         refresh_ttl=settings.refresh_token_ttl,
+        tenant_id=settings.tenant_id,
+        first_registrant_admin=settings.dev,
     )
     rooms = RoomService(
         writer,
@@ -222,6 +231,7 @@ def _build(
         fsync=settings.db_synchronous == "full",
     )
     media.prepare()
+    models = build_models(settings)
     quart_app = build_app(
         settings,
         auth=auth,
@@ -233,6 +243,7 @@ def _build(
         presence=presence,
         typing=typing,
         media=media,
+        models=models,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
     return _Graph(hub, quart_app, bridge, presence, typing, scrubber)

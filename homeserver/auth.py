@@ -32,12 +32,30 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 
 
+SCOPE_MODELS_USE = "models:use"
+ALL_SCOPES: frozenset[str] = frozenset({"*"})
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     participant_id: str
     token_key: str  # SHA-256 of the bearer secret
     via: str  # "access" or "api_key"
     participant_type: str = "human"
+    tenant_id: str = pstore.DEFAULT_TENANT
+    # Passwords and refresh tokens carry "*"; API keys carry what they were given.
+    scopes: frozenset[str] = ALL_SCOPES
+    is_admin: bool = False  # an admin of its tenant
+
+    def has_scope(self, scope: str) -> bool:
+        return "*" in self.scopes or scope in self.scopes
+
+    def require_scope(self, scope: str) -> None:
+        """403 ``AUTH_INSUFFICIENT_SCOPE`` unless this credential carries ``scope``."""
+        if not self.has_scope(scope):
+            raise ApiError(
+                ErrorCode.AUTH_INSUFFICIENT_SCOPE, f"this credential lacks the scope {scope!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +131,11 @@ class AuthService:
         registration_enabled: bool,
         access_ttl: int,
         refresh_ttl: int,
+        tenant_id: str = pstore.DEFAULT_TENANT,
+        first_registrant_admin: bool = False,
     ) -> None:
+        self._tenant_id = tenant_id
+        self._first_admin = first_registrant_admin
         self._writer = writer
         self._readers = readers
         self._clock = clock
@@ -148,6 +170,9 @@ class AuthService:
     def _register_txn(
         self, conn: sqlite3.Connection, pid: str, name: str, display: str, hashed: str, now: int
     ) -> TokenPair:
+        # In dev mode the first participant of the tenant becomes its admin
+        # (decided inside the write, so two racing registrations make one admin).
+        first = self._first_admin and pstore.count_participants(conn, self._tenant_id) == 0
         pstore.create_participant_txn(
             conn,
             participant_id=pid,
@@ -155,8 +180,9 @@ class AuthService:
             display_name=display,
             participant_type="human",
             password_hash=hashed,
-            is_admin=False,
+            is_admin=first,
             now_ms=now,
+            tenant_id=self._tenant_id,
         )
         return _issue_pair_txn(
             conn, pid, ids.random_id("fam_"), now, self._access_ttl, self._refresh_ttl
@@ -216,24 +242,39 @@ class AuthService:
                 raise _invalid_token()
             if api_key.expires_at_ms is not None and api_key.expires_at_ms <= now:
                 raise ApiError(ErrorCode.SW_AUTH_EXPIRED_TOKEN, "the API key has expired")
-            return Principal(
-                api_key.participant_id, key, "api_key", _type_of(conn, api_key.participant_id)
+            return _principal(
+                conn, api_key.participant_id, key, "api_key", frozenset(api_key.scopes)
             )
         info = pstore.lookup_token(conn, token)
         if info is None or info.kind != "access" or info.revoked:
             raise _invalid_token()
         if info.expires_at_ms is not None and info.expires_at_ms <= now:
             raise ApiError(ErrorCode.SW_AUTH_EXPIRED_TOKEN, "the access token has expired")
-        return Principal(info.participant_id, key, "access", _type_of(conn, info.participant_id))
+        return _principal(conn, info.participant_id, key, "access", ALL_SCOPES)
 
     # -- API keys -----------------------------------------------------------
 
     async def create_api_key(
-        self, principal: Principal, name: str, expires_at_ms: int | None
+        self,
+        principal: Principal,
+        name: str,
+        expires_at_ms: int | None,
+        scopes: tuple[str, ...] = pstore.ALL_SCOPES,
     ) -> tuple[pstore.ApiKey, str]:
         now = self._clock()
         if expires_at_ms is not None and expires_at_ms <= now:
             raise ApiError(ErrorCode.SW_INVALID_PARAM, "expires_at: must be in the future")
+        # A key cannot mint a key with more power than itself.
+        beyond = [
+            s
+            for s in scopes
+            if not principal.has_scope(s) or (s == "*" and "*" not in principal.scopes)
+        ]
+        if beyond:
+            raise ApiError(
+                ErrorCode.AUTH_INSUFFICIENT_SCOPE,
+                f"scopes: this credential cannot grant {', '.join(beyond)}",
+            )
         secret = ids.secret_token(ids.API_KEY)
         key = await self._writer.write(
             lambda conn: pstore.create_api_key_txn(
@@ -244,6 +285,7 @@ class AuthService:
                 name=name,
                 now_ms=now,
                 expires_at_ms=expires_at_ms,
+                scopes=scopes,
             )
         )
         return key, secret
@@ -262,9 +304,21 @@ class AuthService:
             raise ApiError(ErrorCode.SW_API_KEY_NOT_FOUND, f"no API key {key_id[:64]!r}")
 
 
-def _type_of(conn: sqlite3.Connection, participant_id: str) -> str:
+def _principal(
+    conn: sqlite3.Connection, participant_id: str, key: str, via: str, scopes: frozenset[str]
+) -> Principal:
     found = pstore.get_participant(conn, participant_id)
-    return found.participant_type if found is not None else "human"
+    if found is None:
+        raise _invalid_token()
+    return Principal(
+        participant_id,
+        key,
+        via,
+        found.participant_type,
+        tenant_id=found.tenant_id,
+        scopes=scopes,
+        is_admin=found.is_admin,
+    )
 
 
 def check_password(password: str) -> None:

@@ -49,7 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("--type", default="human", choices=sorted(ids.PARTICIPANT_TYPES))
     cp.add_argument("--display-name")
-    cp.add_argument("--admin", action="store_true")
+    cp.add_argument("--admin", action="store_true", help="an admin of its tenant")
+    cp.add_argument(
+        "--tenant", default=None, help="tenant id (default: the server's tenant_id, ten_default)"
+    )
     ck = admin_sub.add_parser("create-key", help="create an API key for a participant")
     _common(ck)
     ck.add_argument("name", help="username of the key's owner")
@@ -152,6 +155,9 @@ def _create_participant(settings: Settings, args: argparse.Namespace) -> int:
     username = args.name.strip().lower()
     if not ids.USERNAME_RE.match(username):
         raise LookupError(f"invalid username {args.name!r}")
+    tenant = args.tenant or settings.tenant_id
+    if not ids.TENANT_RE.fullmatch(tenant):
+        raise LookupError(f"invalid tenant id {tenant!r} (1-64 of A-Z, a-z, 0-9, '_', '.', '-')")
     hashed = None
     if args.password:
         password = os.environ.get("HOMESERVER_ADMIN_PASSWORD") or getpass.getpass("Password: ")
@@ -168,10 +174,11 @@ def _create_participant(settings: Settings, args: argparse.Namespace) -> int:
             password_hash=hashed,
             is_admin=args.admin,
             now_ms=system_ms(),
+            tenant_id=tenant,
         )
     print(
         f"participant_id={p.participant_id} username={p.username} "
-        f"type={p.participant_type} admin={str(p.is_admin).lower()}"
+        f"type={p.participant_type} admin={str(p.is_admin).lower()} tenant={p.tenant_id}"
     )
     return 0
 

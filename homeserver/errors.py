@@ -1,4 +1,5 @@
-"""The one place where errors become wire responses (HTTP bodies, WS frames).
+"""The one place where errors become wire responses: HTTP bodies, WebSocket
+``error`` frames and SSE ``error`` events all render through :func:`wire_error`.
 
 Services raise :class:`protocol.errors.ApiError`; storage raises its own
 errors; anything else is a bug. All three end here: an ``ApiError`` is
@@ -38,8 +39,26 @@ def as_api_error(exc: BaseException) -> ApiError:
     return ApiError(ErrorCode.SW_INTERNAL, "internal error")
 
 
+def wire_error(exc: BaseException, family: Family) -> ApiError:
+    """Any exception as the refusal a client of ``family`` sees."""
+    return as_api_error(exc).for_family(family)
+
+
 def error_body(exc: BaseException, family: Family, request_id: str) -> tuple[dict[str, Any], int]:
     """(JSON body, HTTP status) for an error on a route of ``family``."""
-    api = as_api_error(exc).for_family(family)
+    api = wire_error(exc, family)
     body = {"status": "error", "error": api.to_dict(), "meta": {"request_id": request_id}}
     return body, api.http_status
+
+
+def error_frame(exc: BaseException, req_id: str | None) -> dict[str, Any]:
+    """A stream ``error`` frame (ScaiWave vocabulary)."""
+    frame: dict[str, Any] = {"type": "error", "error": wire_error(exc, "sw").to_dict()}
+    if req_id is not None:
+        frame["req_id"] = req_id
+    return frame
+
+
+def error_event(exc: BaseException, family: Family) -> dict[str, Any]:
+    """The payload of an SSE ``error`` event: ``{code, message, ...}``."""
+    return wire_error(exc, family).to_dict()

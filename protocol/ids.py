@@ -30,6 +30,9 @@ PARTICIPANT_TYPES = frozenset({"human", "model", "agent", "bot", "persona", "bri
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_\-:.]{1,128}$")
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._\-]{0,63}$")
+TENANT = "ten_"
+DEFAULT_TENANT = "ten_default"
+TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
 def random_id(prefix: str, nbytes: int = 12) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar, overload
 import orjson
 
 from protocol.canonical import compact_size
-from protocol.errors import ApiError, ErrorCode, Family, invalid
+from protocol.errors import ApiError, Code, ErrorCode, Family, invalid
 from protocol.ids import looks_like_id
 
 __all__ = [
@@ -72,11 +72,11 @@ _DIGITS = re.compile(r"[0-9]+", re.ASCII)
 _MAX_DIGITS = 19  # longer digit strings exceed any limit/position we accept
 
 
-def _bad_json_code(family: Family) -> ErrorCode:
-    return ErrorCode.VALIDATION_ERROR if family == "sg" else ErrorCode.SW_BAD_JSON
+def _bad_json_code(family: Family) -> Code:
+    return ErrorCode.VALIDATION_ERROR if family != "sw" else ErrorCode.SW_BAD_JSON
 
 
-def _body_error(code: ErrorCode, message: str) -> ApiError:
+def _body_error(code: Code, message: str) -> ApiError:
     return ApiError(code, message, details=[{"field": "body", "message": message}])
 
 
@@ -91,7 +91,7 @@ def parse_json_body(raw: bytes, *, max_bytes: int, family: Family = "sw") -> dic
     malformed JSON or a non-object is 400 ``SW_BAD_JSON`` (422).
     """
     if len(raw) > max_bytes:
-        code = ErrorCode.VALIDATION_ERROR if family == "sg" else ErrorCode.SW_CONTENT_TOO_LARGE
+        code = ErrorCode.VALIDATION_ERROR if family != "sw" else ErrorCode.SW_CONTENT_TOO_LARGE
         raise _body_error(code, f"body must be at most {max_bytes} bytes")
     if not raw.strip():
         return {}
@@ -468,3 +468,20 @@ def normalise_mentions(
     if merged or existing is not None:
         out["mentions"] = list(merged)
     return out
+
+
+SCOPE_RE = re.compile(r"\*|[a-z][a-z0-9_]*(:[a-z0-9_*]+)*")
+MAX_SCOPES = 32
+
+
+def parse_scopes(body: Mapping[str, Any], field: str = "scopes") -> tuple[str, ...]:
+    """API-key scopes: ``["*"]`` when absent; else 1-32 names like ``models:use``."""
+    value = opt_list(body, field, max_items=MAX_SCOPES, of=str)
+    if value is None:
+        return ("*",)
+    if not value:
+        raise invalid(field, "must name at least one scope (or leave it out for all)")
+    for i, scope in enumerate(value):
+        if len(scope) > 64 or not SCOPE_RE.fullmatch(scope):
+            raise invalid(f"{field}[{i}]", "must be '*' or a scope name such as 'models:use'")
+    return tuple(dict.fromkeys(value))

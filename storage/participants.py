@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from dataclasses import dataclass
 
 from storage.errors import Conflict
+
+DEFAULT_TENANT = "ten_default"
+ALL_SCOPES = ("*",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +24,7 @@ class Participant:
     bio: str | None
     created_at_ms: int
     password_hash: str | None
+    tenant_id: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,7 @@ class ApiKey:
     created_at_ms: int
     expires_at_ms: int | None
     revoked_at_ms: int | None
+    scopes: tuple[str, ...] = ALL_SCOPES
 
 
 def secret_hash(secret: str) -> str:
@@ -57,6 +63,7 @@ def _participant(row: sqlite3.Row) -> Participant:
         bio=row["bio"],
         created_at_ms=row["created_at_ms"],
         password_hash=row["password_hash"],
+        tenant_id=row["tenant_id"],
     )
 
 
@@ -70,11 +77,12 @@ def create_participant_txn(
     password_hash: str | None,
     is_admin: bool,
     now_ms: int,
+    tenant_id: str = DEFAULT_TENANT,
 ) -> Participant:
     try:
         conn.execute(
             "INSERT INTO participants (participant_id, username, display_name, participant_type,"
-            " password_hash, is_admin, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " password_hash, is_admin, created_at_ms, tenant_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 participant_id,
                 username,
@@ -83,6 +91,7 @@ def create_participant_txn(
                 password_hash,
                 int(is_admin),
                 now_ms,
+                tenant_id,
             ),
         )
     except sqlite3.IntegrityError as exc:
@@ -109,6 +118,13 @@ def get_participants(conn: sqlite3.Connection, ids: list[str]) -> dict[str, Part
         ):
             found[row["participant_id"]] = _participant(row)
     return found
+
+
+def count_participants(conn: sqlite3.Connection, tenant_id: str) -> int:
+    row = conn.execute(
+        "SELECT COUNT(*) FROM participants WHERE tenant_id = ?", (tenant_id,)
+    ).fetchone()
+    return int(row[0])
 
 
 def get_participant_by_username(conn: sqlite3.Connection, username: str) -> Participant | None:
@@ -184,6 +200,7 @@ def _api_key(row: sqlite3.Row) -> ApiKey:
         created_at_ms=row["created_at_ms"],
         expires_at_ms=row["expires_at_ms"],
         revoked_at_ms=row["revoked_at_ms"],
+        scopes=tuple(json.loads(row["scopes"])),
     )
 
 
@@ -196,11 +213,21 @@ def create_api_key_txn(
     name: str,
     now_ms: int,
     expires_at_ms: int | None,
+    scopes: tuple[str, ...] = ALL_SCOPES,
 ) -> ApiKey:
     conn.execute(
         "INSERT INTO api_keys (key_id, key_hash, participant_id, name, prefix, created_at_ms,"
-        " expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (key_id, secret_hash(secret), participant_id, name, secret[:8], now_ms, expires_at_ms),
+        " expires_at_ms, scopes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            key_id,
+            secret_hash(secret),
+            participant_id,
+            name,
+            secret[:8],
+            now_ms,
+            expires_at_ms,
+            json.dumps(list(scopes)),
+        ),
     )
     row = conn.execute("SELECT * FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
     return _api_key(row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart import Response
 from quart_trio import QuartTrio
 
+from bridges.models import ModelRegistry
 from conf import Settings
 from homeserver.auth import AuthService
 from homeserver.ephemeral import PresenceService, TypingService
@@ -12,6 +13,7 @@ from homeserver.http import (
     routes_auth,
     routes_media,
     routes_messages,
+    routes_models,
     routes_relations,
     routes_rooms,
     routes_state,
@@ -37,6 +39,7 @@ def build_app(
     presence: PresenceService,
     typing: TypingService,
     media: MediaService | None = None,
+    models: ModelRegistry | None = None,
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
@@ -74,4 +77,6 @@ def build_app(
     routes_state.install(app, auth, state, presence, typing, limit=limit)
     if media is not None:
         routes_media.install(app, auth, media)
+    if models is not None:
+        routes_models.install(app, auth, models)
     return app

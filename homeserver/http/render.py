@@ -22,6 +22,7 @@ def participant(p: Participant | None, participant_id: str) -> dict[str, Any]:
         "avatar_url": p.avatar_url,
         "bio": p.bio,
         "is_admin": p.is_admin,
+        "tenant_id": p.tenant_id,
         "created_at": iso_ms(p.created_at_ms),
     }
 
@@ -68,4 +69,5 @@ def api_key(k: ApiKey) -> dict[str, Any]:
         "prefix": k.prefix,
         "created_at": iso_ms(k.created_at_ms),
         "expires_at": iso_or_none(k.expires_at_ms),
+        "scopes": list(k.scopes),
     }

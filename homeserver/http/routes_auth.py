@@ -13,7 +13,7 @@ from homeserver.http.shim import bearer, json_body, ok, route
 from homeserver.profiles import ProfileService
 from protocol.errors import ApiError, ErrorCode
 from protocol.timefmt import parse_iso
-from protocol.validation import opt_str, req_str
+from protocol.validation import opt_str, parse_scopes, req_str
 
 
 async def _form_or_json(max_bytes: int) -> dict[str, Any]:
@@ -96,7 +96,8 @@ def install(app: Quart, auth: AuthService, profiles: ProfileService, limit: int)
                 raise ApiError(
                     ErrorCode.SW_INVALID_PARAM, "expires_at: must be an ISO-8601 timestamp"
                 ) from exc
-        key, secret = await auth.create_api_key(principal, name, expires)
+        scopes = parse_scopes(body)
+        key, secret = await auth.create_api_key(principal, name, expires, scopes)
         return ok({**render.api_key(key), "key": secret}, 201)
 
     @route(app, "/v1/api-keys", ["GET"])

@@ -49,6 +49,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from homeserver.auth import Principal
+from homeserver.errors import error_frame
 from homeserver.hub import Hub
 from homeserver.stream.outbox import Outbox
 from protocol import frames as client_frames
@@ -292,7 +293,7 @@ class StreamConnection:
                 "type": "hello",
                 "session_id": self.session_id,
                 "server_name": self._services.server_name,
-                "tenant_id": self._services.tenant_id,
+                "tenant_id": self.principal.tenant_id,
                 "participant_id": self.participant_id,
                 "stream_position": self._hub.position,
                 "ts": self._services.now_iso(),
@@ -436,15 +437,12 @@ class StreamConnection:
             await fn(*args)
         except ApiError as exc:
             self._error(req_id, exc)
-        except Exception:
-            log.exception("stream request failed (%s)", self.session_id)
-            self._error(req_id, ApiError(ErrorCode.SW_INTERNAL, "internal error"))
+        except Exception as exc:
+            # error_frame logs the traceback and answers SW_INTERNAL.
+            self._error(req_id, exc)
 
-    def _error(self, req_id: str | None, exc: ApiError) -> None:
-        body: dict[str, Any] = {"type": "error", "error": exc.to_dict()}
-        if req_id is not None:
-            body["req_id"] = req_id
-        self.send_json(body)
+    def _error(self, req_id: str | None, exc: BaseException) -> None:
+        self.send_json(error_frame(exc, req_id))
 
     async def _keepalive(self) -> None:
         while True:

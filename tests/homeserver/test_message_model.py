@@ -35,7 +35,7 @@ from homeserver.hub import Hub
 from homeserver.messages import MessageLimits, MessageService, SendRequest
 from homeserver.relations import MarkerResult, RelationService
 from homeserver.rooms import NewMember, RoomSpec, create_room_txn
-from protocol.errors import ApiError, ErrorCode
+from protocol.errors import ApiError, Code, ErrorCode
 from protocol.events import Event, EventType, verify_event_id
 from storage import db, migrate
 from storage import events as event_store
@@ -164,7 +164,7 @@ class MessageModel(RuleBasedStateMachine):
         return positions
 
     @staticmethod
-    def refused(out: object, code: ErrorCode) -> None:
+    def refused(out: object, code: Code) -> None:
         assert isinstance(out, ApiError), out
         assert out.code is code, out
 

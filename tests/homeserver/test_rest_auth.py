@@ -288,7 +288,11 @@ async def test_get_and_put_me(api: Api) -> None:
     assert me["id"] == alice.participant_id
     assert me["username"] == "alice"
     assert me["display_name"] == "alice"
-    assert me["is_admin"] is False
+    # CONTRACT 10: in --dev the first participant registered becomes the tenant admin.
+    assert me["is_admin"] is True
+    assert me["tenant_id"] == "ten_default"
+    bob = await api.register("bob")
+    assert (await api.ok("GET", "/v1/me", bob))["is_admin"] is False
     assert me["created_at"].endswith("Z")
     updated = await api.ok(
         "PUT",

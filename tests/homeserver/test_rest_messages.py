@@ -61,7 +61,7 @@ async def test_send_returns_full_event(api: Api) -> None:
     assert event["type"] == "swp.room.message"
     assert event["id"].startswith("evt-")
     assert event["room_id"] == room
-    assert event["tenant_id"] == "default"
+    assert event["tenant_id"] == "ten_default"
     assert event["sender_id"] == alice.participant_id
     assert event["actor_id"] == alice.participant_id
     assert event["content"] == text("hello", extra={"k": [1, 2]})

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from protocol.errors import ApiError, ErrorCode
+from protocol.errors import ApiError, Code, ErrorCode
 from protocol.media import (
     MAX_FILENAME,
     ByteRange,
@@ -63,7 +63,7 @@ def _model(header: str, size: int) -> tuple[int, int] | str | None:
 
 
 def _outcome(header: str, size: int) -> tuple[int, int] | str | None:
-    code: ErrorCode | None = None
+    code: Code | None = None
     status = 0
     got: ByteRange | None = None
     try:
@@ -115,7 +115,7 @@ def test_range_never_fails_unexpectedly(header: str, size: int) -> None:
     try:
         got = parse_range(header, size)
     except ApiError as exc:
-        code: ErrorCode | None = exc.code
+        code: Code | None = exc.code
         got = None
     else:
         code = None

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.canonical import compact_size
-from protocol.errors import ApiError, ErrorCode, Family
+from protocol.errors import ApiError, Code, ErrorCode, Family
 from protocol.validation import (
     MAX_CONTENT_DEPTH,
     MAX_MENTIONS,
@@ -60,7 +60,7 @@ def test_parse_json_body_empty_is_empty_object(raw: bytes) -> None:
     ("family", "code", "status"),
     [("sw", ErrorCode.SW_CONTENT_TOO_LARGE, 413), ("sg", ErrorCode.VALIDATION_ERROR, 422)],
 )
-def test_parse_json_body_too_large(family: Family, code: ErrorCode, status: int) -> None:
+def test_parse_json_body_too_large(family: Family, code: Code, status: int) -> None:
     raw = orjson.dumps({"a": "x" * 100})
     assert parse_json_body(raw, max_bytes=len(raw)) == {"a": "x" * 100}
     with pytest.raises(ApiError) as exc:
@@ -74,7 +74,7 @@ def test_parse_json_body_too_large(family: Family, code: ErrorCode, status: int)
     [("sw", ErrorCode.SW_BAD_JSON, 400), ("sg", ErrorCode.VALIDATION_ERROR, 422)],
 )
 @pytest.mark.parametrize("raw", [b"{", b"{'a': 1}", b"nope", b"\xff\xfe", b'{"a": NaN}'])
-def test_parse_json_body_not_json(raw: bytes, family: Family, code: ErrorCode, status: int) -> None:
+def test_parse_json_body_not_json(raw: bytes, family: Family, code: Code, status: int) -> None:
     with pytest.raises(ApiError) as exc:
         parse_json_body(raw, max_bytes=1000, family=family)
     assert exc.value.code is code

@@ -231,7 +231,7 @@ async def test_token_in_query_and_header_then_hello(server: Running, api: Api) -
     }
     assert first["participant_id"] == alice.participant_id
     assert first["server_name"] == "localhost"
-    assert first["tenant_id"] == "default"
+    assert first["tenant_id"] == "ten_default"
     assert first["stream_position"] == position
     assert isinstance(first["session_id"], str)
     assert first["session_id"]

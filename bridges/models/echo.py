@@ -1,0 +1,65 @@
+"""``dev/echo``: the built-in deterministic model (CONTRACT 10). No network, no weights.
+
+Its reply is ``echo: `` + the last user message's text, plus `` [^1]``,
+`` [^2]``... one marker per knowledge chunk in the prompt. It streams one word
+per chunk, ``delay_ms`` apart, stops after ``max_tokens`` words
+(``finish_reason: "length"``), and reports usage as whitespace-separated word
+counts (prompt = every prompt message, completion = the reply).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+
+import trio
+
+from bridges.models.base import Delta, Finish, StreamItem
+from conf.sections import ModelEntry
+from protocol.llm import ChatMessage, Usage, knowledge_chunk_count
+
+ECHO_SLUG = "dev/echo"
+ECHO_MODEL = ModelEntry(
+    slug=ECHO_SLUG,
+    upstream_id=ECHO_SLUG,
+    display_name="Echo (built-in dev model)",
+    context_window=32768,
+    max_output_tokens=4096,
+)
+
+
+def echo_reply(messages: Sequence[ChatMessage]) -> str:
+    """The whole reply ``dev/echo`` gives to ``messages``."""
+    last = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    markers = "".join(f" [^{n}]" for n in range(1, knowledge_chunk_count(messages) + 1))
+    return f"echo: {last}{markers}"
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+class EchoBackend:
+    name = "dev"
+
+    def __init__(self, delay_ms: int = 5) -> None:
+        self._delay = delay_ms / 1000
+
+    async def stream_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        model: ModelEntry,
+        max_tokens: int,
+        temperature: float | None,
+    ) -> AsyncGenerator[StreamItem, None]:
+        words = echo_reply(messages).split()
+        reason = "stop"
+        if len(words) > max_tokens:
+            words, reason = words[:max_tokens], "length"
+        prompt = sum(word_count(m.content) for m in messages)
+        for i, word in enumerate(words):
+            if self._delay:
+                await trio.sleep(self._delay)
+            else:
+                await trio.lowlevel.checkpoint()
+            yield Delta(word if i == 0 else " " + word)
+        yield Finish(reason, Usage(prompt, len(words)))

@@ -1,0 +1,1 @@
+"""Optional product modules mounted on the server (``/v1/modules/...``)."""
