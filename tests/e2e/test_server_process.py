@@ -447,6 +447,16 @@ def test_admin_cli_and_config_errors(servers: Servers, tmp_path: Path) -> None:
     assert taken.returncode != 0
     assert "dave" in taken.stderr
 
+    # CONTRACT 10: tenants; --admin makes a tenant admin.
+    assert "tenant=ten_default" in dave.stdout
+    erin = cli(data_dir, "admin", "create-participant", "erin", "--tenant", "ten_acme", "--admin")
+    assert erin.returncode == 0, erin.stderr
+    assert "tenant=ten_acme" in erin.stdout
+    assert "admin=true" in erin.stdout
+    bad = cli(data_dir, "admin", "create-participant", "frank", "--tenant", "no spaces")
+    assert bad.returncode != 0
+    assert "tenant" in bad.stderr
+
     key_run = cli(data_dir, "admin", "create-key", "dave")
     assert key_run.returncode == 0, key_run.stderr
     match = re.search(r"key=(swk_\S+)", key_run.stdout)
