@@ -103,7 +103,7 @@ class StreamBridge:
         )
 
     async def set_typing(self, principal: Principal, room_id: str, typing: bool) -> None:
-        self._typing.set(principal.participant_id, room_id, typing)
+        await self._typing.request(principal.participant_id, room_id, typing)
         if typing:
             self._presence.active(principal.participant_id)
 
@@ -193,7 +193,17 @@ def _build(
         heartbeat_ttl=float(settings.presence_heartbeat_ttl),
         enabled=settings.presence_enabled,
     )
-    typing = TypingService(hub, tenant_id=settings.tenant_id, timeout=settings.typing_timeout)
+
+    async def read_only_of(pid: str, room_id: str) -> bool:
+        member = await readers.read(room_store.get_membership, room_id, pid)
+        return member is not None and member.read_only
+
+    typing = TypingService(
+        hub,
+        tenant_id=settings.tenant_id,
+        timeout=settings.typing_timeout,
+        read_only_of=read_only_of,
+    )
 
     def on_connections(sub: Any, delta: int) -> None:
         principal = getattr(sub, "principal", None)

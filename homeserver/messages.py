@@ -18,7 +18,7 @@ import trio
 from homeserver.clock import WallClock
 from homeserver.database import Readers, Writer
 from homeserver.hub import Hub
-from homeserver.rooms import joined_member, thresholds_of, writable_member
+from homeserver.rooms import joined_member, thresholds_of, writer_member
 from protocol import power
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import Event, EventDraft, EventType
@@ -139,7 +139,7 @@ class MessageService:
             )
 
     def _send_txn(self, conn: sqlite3.Connection, req: SendRequest, sender: str, now: int) -> Event:
-        room, actor = writable_member(conn, req.room_id, req.caller)
+        room, actor = writer_member(conn, req.room_id, req.caller)
         thresholds = thresholds_of(room)
         power.check_can_send(actor.power_level, actor.read_only, thresholds)
         if req.as_participant_id is not None and req.as_participant_id != req.caller:

@@ -54,6 +54,7 @@ from homeserver.stream.outbox import Outbox
 from protocol import frames as client_frames
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import Event, wire_event
+from protocol.validation import parse_position
 
 log = logging.getLogger("homeserver.stream")
 
@@ -472,12 +473,11 @@ def _token_from(request: Request) -> tuple[str | None, int | None, str | None]:
     header = request.headers.get("Authorization")
     if not token and header and header.lower().startswith("bearer "):
         token = header[7:].strip()
-    since_raw = _first(query, "since")
-    if since_raw is None or since_raw == "":
-        return token, None, None
-    if not since_raw.isdigit() or len(since_raw) > 18:
+    try:
+        since = parse_position(_first(query, "since"), "since")
+    except ApiError:
         return token, None, "since: must be a non-negative integer stream position"
-    return token, int(since_raw), None
+    return token, since, None
 
 
 async def _handshake(
