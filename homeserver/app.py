@@ -10,6 +10,7 @@ Quart shim (REST)  +  stream driver  <── one listening port (Router)
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from conf import Settings
-from homeserver.auth import AuthService, Principal
+from homeserver.auth import AuthService, Principal, check_credential_txn
 from homeserver.clock import WallClock, system_ms
 from homeserver.database import Checkpointer, Readers, Writer
 from homeserver.ephemeral import PresenceService, TypingService
@@ -35,6 +36,7 @@ from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
+from homeserver.revocation import RevocationWatcher
 from homeserver.rooms import RoomService
 from homeserver.roomstate import RoomStateService
 from homeserver.stream.connection import (
@@ -63,6 +65,7 @@ class Running:
     writer: Writer
     db_path: Path
     scrubber: Checkpointer
+    registry: Registry
 
     @property
     def base_url(self) -> str:
@@ -90,6 +93,12 @@ class StreamBridge:
     async def authenticate(self, token: str | None) -> Principal:
         return await self._auth.authenticate(token)
 
+    async def check_credential(self, principal: Principal) -> None:
+        await self._auth.check_credential(principal)
+
+    def seconds_left(self, principal: Principal) -> float | None:
+        return self._auth.seconds_left(principal)
+
     async def send_message(
         self,
         principal: Principal,
@@ -99,10 +108,20 @@ class StreamBridge:
         as_participant_id: str | None,
     ) -> Event:
         return await self._messages.send(
-            SendRequest(principal.participant_id, room_id, content, event_uuid, as_participant_id)
+            SendRequest(
+                principal.participant_id,
+                room_id,
+                content,
+                event_uuid,
+                as_participant_id,
+                credential_check=partial(_check_live, principal),
+            )
         )
 
     async def set_typing(self, principal: Principal, room_id: str, typing: bool) -> None:
+        # Typing is not stored, so its credential check is a read (it sees
+        # every committed revocation).
+        await self._auth.check_credential(principal)
         await self._typing.request(principal.participant_id, room_id, typing)
         if typing:
             self._presence.active(principal.participant_id)
@@ -112,6 +131,10 @@ class StreamBridge:
 
     def now_iso(self) -> str:
         return iso_ms(system_ms())
+
+
+def _check_live(principal: Principal, conn: sqlite3.Connection, now_ms: int) -> None:
+    check_credential_txn(conn, principal, now_ms)
 
 
 def _hypercorn_config(settings: Settings) -> HyperConfig:
@@ -139,6 +162,8 @@ class _Graph:
     presence: PresenceService
     typing: TypingService
     scrubber: Checkpointer
+    registry: Registry
+    revocations: RevocationWatcher
 
 
 def _build(
@@ -245,7 +270,10 @@ def _build(
         media=media,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
-    return _Graph(hub, quart_app, bridge, presence, typing, scrubber)
+    registry = Registry()
+    revocations = RevocationWatcher(readers, registry)
+    auth.on_revoked = revocations.wake
+    return _Graph(hub, quart_app, bridge, presence, typing, scrubber, registry, revocations)
 
 
 async def run(
@@ -318,7 +346,11 @@ async def _serve(
     router = Router(
         http=http,
         stream=partial(
-            serve_stream, hub=hub, registry=Registry(), services=bridge, settings=stream_settings
+            serve_stream,
+            hub=hub,
+            registry=graph.registry,
+            services=bridge,
+            settings=stream_settings,
         ),
     )
     async with trio.open_nursery() as nursery:
@@ -326,6 +358,7 @@ async def _serve(
         await nursery.start(graph.presence.run)
         await nursery.start(graph.typing.run)
         await nursery.start(graph.scrubber.run)
+        await nursery.start(graph.revocations.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)
@@ -334,4 +367,6 @@ async def _serve(
         log.info("listening on http://%s:%d (REST and /v1/stream)", settings.host, port)
         if settings.effective_registration:
             log.warning("open registration is ON (dev mode): anyone can create an account")
-        task_status.started(Running(settings.host, port, hub, writer, db_path, graph.scrubber))
+        task_status.started(
+            Running(settings.host, port, hub, writer, db_path, graph.scrubber, graph.registry)
+        )
