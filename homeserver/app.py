@@ -19,7 +19,6 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
@@ -30,8 +29,9 @@ from homeserver.clock import WallClock, system_ms
 from homeserver.database import Checkpointer, Readers, Writer
 from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http.app import build_app
+from homeserver.http.server import HttpServer, HttpStats
 from homeserver.hub import Hub
-from homeserver.listener import Router
+from homeserver.listener import MAX_HEAD, ListenerStats, Router
 from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
 from homeserver.profiles import ProfileService
@@ -66,6 +66,8 @@ class Running:
     db_path: Path
     scrubber: Checkpointer
     registry: Registry
+    listener_stats: ListenerStats
+    http_stats: HttpStats
 
     @property
     def base_url(self) -> str:
@@ -140,6 +142,7 @@ def _check_live(principal: Principal, conn: sqlite3.Connection, now_ms: int) -> 
 def _hypercorn_config(settings: Settings) -> HyperConfig:
     config = HyperConfig()
     config.keep_alive_timeout = 75
+    config.h11_max_incomplete_size = MAX_HEAD  # the router reads first heads to the same cap
     config.graceful_timeout = 5
     config.loglevel = "WARNING"
     config.accesslog = None
@@ -331,15 +334,18 @@ async def _serve(
         max_connections=settings.ws_max_connections,
     )
 
+    http_stats = HttpStats()
+
     async def http(stream: trio.abc.Stream) -> None:
         # TCPServer is typed for SSL streams but takes any stream with a .socket
         # (it falls back to plain HTTP when the stream has no SSL handshake).
-        server = TCPServer(
+        server = HttpServer(
             asgi,
             config,
             context,
             ConnectionState(lifespan_state.copy()),
-            stream,  # type: ignore[arg-type]
+            stream,
+            stats=http_stats,
         )
         await server.run()
 
@@ -368,5 +374,15 @@ async def _serve(
         if settings.effective_registration:
             log.warning("open registration is ON (dev mode): anyone can create an account")
         task_status.started(
-            Running(settings.host, port, hub, writer, db_path, graph.scrubber, graph.registry)
+            Running(
+                settings.host,
+                port,
+                hub,
+                writer,
+                db_path,
+                graph.scrubber,
+                graph.registry,
+                router.stats,
+                http_stats,
+            )
         )
