@@ -108,13 +108,19 @@ def install(
 
     @route(app, "/v1/sync", ["GET"])
     async def sync() -> Response:
-        me = (await auth.authenticate(bearer())).participant_id
+        principal = await auth.authenticate(bearer())
         since = parse_position(request.args.get("since"), "since") or 0
         n = clamp_limit(request.args.get("limit"), default=sync_default, maximum=sync_max)
         timeout = parse_timeout_ms(
             request.args.get("timeout"), default=sync_timeout_default, maximum=sync_timeout_max
         )
-        page = await messages.sync(me, since=since, limit=n, timeout_ms=timeout)
+        page = await messages.sync(
+            principal.participant_id, since=since, limit=n, timeout_ms=timeout
+        )
+        if timeout and page.events:
+            # A long-poll may have waited a while: a credential revoked (or
+            # expired) meanwhile gets a 401, not the events.
+            await auth.check_credential(principal)
         return ok(
             {
                 "events": [wire_event(e, tenant_id) for e in page.events],

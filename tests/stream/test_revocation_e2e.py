@@ -209,3 +209,29 @@ async def test_stream_closes_when_its_access_token_expires(tmp_path: Path) -> No
 def test_token_key_is_the_stored_hash() -> None:
     """Registry keys (Principal.token_key) and the revocation log use the same hash."""
     assert pstore.secret_hash("swk_x") == hashlib.sha256(b"swk_x").hexdigest()
+
+
+async def test_long_poll_waiting_across_a_revocation_gets_401_not_events(api: Api) -> None:
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await api.room(alice, bob)
+    key_id, key = await new_key(api, alice)
+    start = (await api.ok("GET", "/v1/sync?timeout=0", alice))["next_cursor"]
+    result: dict[str, Any] = {}
+
+    async def poll() -> None:
+        r = await api.call(
+            "GET",
+            f"/v1/sync?since={start}&timeout=20000",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        result["status"] = r.status_code
+        result["body"] = r.text
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll)
+        await trio.sleep(0.2)  # the poll is waiting (if not, it still must not see the event)
+        await api.ok("DELETE", f"/v1/api-keys/{key_id}", alice)
+        await api.send(bob, room, "secret after revocation")
+    assert result["status"] == 401, result
+    assert "secret after revocation" not in result["body"]
