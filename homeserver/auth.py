@@ -271,15 +271,6 @@ class AuthService:
             return None
         return max(0.0, (principal.expires_at_ms - self._clock()) / 1000)
 
-    async def deactivate_participant(self, participant_id: str) -> bool:
-        """Revoke every credential of a participant and refuse their logins."""
-        done = await self._writer.write(
-            pstore.deactivate_participant_txn, participant_id, self._clock()
-        )
-        if done:
-            self.on_revoked()
-        return done
-
     # -- API keys -----------------------------------------------------------
 
     async def create_api_key(

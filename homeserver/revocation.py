@@ -31,10 +31,12 @@ POLL_INTERVAL = 0.5
 
 
 class RevocationWatcher:
-    def __init__(self, readers: Readers, registry: Registry, *, interval: float = POLL_INTERVAL):
+    def __init__(
+        self, readers: Readers, registry: Registry, *, interval: float | None = None
+    ) -> None:
         self._readers = readers
         self._registry = registry
-        self._interval = interval
+        self._interval = POLL_INTERVAL if interval is None else interval
         self._wake = trio.Event()
         self._seen = 0
         self.applied = 0

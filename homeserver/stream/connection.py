@@ -26,7 +26,14 @@ Rules
 5. Overflowing the outbox closes with 4003 ``slow_consumer``; a second
    connection on the same access token closes the older one with 4003
    ``duplicate_connection``.
-6. Closing: once a close frame is sent or received, the write side is shut
+6. Credentials: the connection registers (homeserver.stream.registry), then
+   re-checks its credential, so a revocation racing the handshake is never
+   missed; a revocation closes it 4001 ``SW_AUTH_INVALID_TOKEN`` (the
+   revocation watcher calls the registry), its credential's expiry 4001
+   ``SW_AUTH_EXPIRED_TOKEN``. A ``send`` re-checks the credential in its own
+   transaction and ``typing`` on a read, and a failed check closes 4001: no
+   frame is acted on after the revocation commits.
+7. Closing: once a close frame is sent or received, the write side is shut
    (EOF) after the queued bytes, and the connection ends when the peer closes
    its side or ``CLOSE_TIMEOUT`` after the close began, whichever is first,
    so a peer that stops reading never pins a connection.

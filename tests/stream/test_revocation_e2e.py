@@ -21,7 +21,7 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import ClientConnection
 
-from homeserver import app, cli
+from homeserver import app, cli, revocation
 from homeserver.app import Running
 from homeserver.clock import system_ms
 from storage import participants as pstore
@@ -91,36 +91,43 @@ async def test_deleting_an_api_key_closes_its_open_stream(server: Running, api: 
     envelope_error(r, 401, "SW_AUTH_INVALID_TOKEN")
 
 
-async def test_send_ordered_after_the_revocation_commits_is_not_stored(
-    server: Running, api: Api
+@pytest.mark.parametrize("frame", ["send", "typing"])
+async def test_frame_ordered_after_the_revocation_commits_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frame: str
 ) -> None:
-    """The revocation commits without telling anyone (as if from another process):
-    the stream's next send is refused in its own transaction and closes 4001."""
-    alice = await api.register("alice")
-    room = await api.room(alice)
-    key_id, key = await new_key(api, alice)
-    async with open_ws(server, key) as ws:
-        await hello(ws)
+    """The revocation commits and nobody tells the registry (the watcher is
+    made to sleep for an hour): the stream's next frame is refused by the
+    credential check in its own transaction (send) or read (typing), which
+    closes it 4001, and nothing is stored."""
+    monkeypatch.setattr(revocation, "POLL_INTERVAL", 3600.0)
+    settings = make_settings(tmp_path / "data", rate_limit_messages=0)
+    async with start_server(settings) as server, api_for(server) as api:
+        alice = await api.register("alice")
+        room = await api.room(alice)
+        key_id, key = await new_key(api, alice)
+        async with open_ws(server, key) as ws:
+            await hello(ws)
 
-        def revoke(conn: Any) -> bool:
-            return pstore.revoke_api_key_txn(
-                conn, key_id=key_id, participant_id=alice.participant_id, now_ms=1
-            )
+            def revoke(conn: Any) -> bool:
+                return pstore.revoke_api_key_txn(
+                    conn, key_id=key_id, participant_id=alice.participant_id, now_ms=1
+                )
 
-        assert await server.writer.write(revoke)
-        await send_json(
-            ws,
-            {
-                "type": "send",
-                "req_id": "r1",
-                "room_id": room,
-                "content": {"msgtype": "swp.text", "body": "after revocation"},
-            },
-        )
-        frames, code, _ = await closed_with(ws)
-        assert code == 4001
-        assert not [f for f in frames if f.get("type") == "ack"]
-    assert "after revocation" not in await history_bodies(api, alice, room)
+            assert await server.writer.write(revoke)
+            body = {"msgtype": "swp.text", "body": "after revocation"}
+            payload: dict[str, Any]
+            if frame == "send":
+                payload = {"type": "send", "req_id": "r1", "room_id": room, "content": body}
+            else:
+                payload = {"type": "typing", "room_id": room, "typing": True}
+            await send_json(ws, payload)
+            frames, code, reason = await closed_with(ws)
+            assert (code, reason) == (4001, "SW_AUTH_INVALID_TOKEN")
+            errors = [f for f in frames if f.get("type") == "error"]
+            assert [e["error"]["code"] for e in errors] == ["SW_AUTH_INVALID_TOKEN"]
+            assert not [f for f in frames if f.get("type") in ("ack", "typing")]
+        assert server.registry.revoked_closes == 0  # the frame check alone closed it
+        assert "after revocation" not in await history_bodies(api, alice, room)
 
 
 async def test_refresh_token_reuse_revokes_the_family_and_closes_its_streams(
