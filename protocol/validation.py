@@ -384,9 +384,6 @@ def parse_uint(raw: str, field: str, family: Family = "sw") -> int | None:
     return int(text)
 
 
-_parse_uint = parse_uint
-
-
 def parse_timeout_ms(
     raw: str | None, *, default: int, maximum: int, field: str = "timeout", family: Family = "sw"
 ) -> int:
@@ -411,7 +408,7 @@ def clamp_limit(
     """
     if raw is None or not raw.strip():
         return default
-    value = _parse_uint(raw, field, family)
+    value = parse_uint(raw, field, family)
     if value is None:
         return maximum
     if value < 1:
@@ -423,7 +420,7 @@ def parse_position(raw: str | None, field: str = "from", *, family: Family = "sw
     """A stream-position cursor (non-negative integer) from the query string, or ``None``."""
     if raw is None or not raw.strip():
         return None
-    value = _parse_uint(raw, field, family)
+    value = parse_uint(raw, field, family)
     if value is None or value > MAX_POSITION:
         raise invalid(field, "is not a valid position", family=family)
     return value
