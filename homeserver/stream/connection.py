@@ -459,7 +459,7 @@ class StreamConnection:
         """An error frame; and a credential found revoked or expired closes 4001."""
         self._error(req_id, exc)
         if exc.code in AUTH_FAILURES:
-            self.close_unauthorised("SW_AUTH_INVALID_TOKEN", exc.message)
+            self.close_unauthorised(exc.code.value, exc.message)
 
     def _error(self, req_id: str | None, exc: ApiError) -> None:
         body: dict[str, Any] = {"type": "error", "error": exc.to_dict()}
