@@ -10,6 +10,7 @@ Quart shim (REST)  +  stream driver  <── one listening port (Router)
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,24 +19,25 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 from bridges.models import ModelRegistry, build_registry
 from conf import Settings
-from homeserver.auth import AuthService, Principal
+from homeserver.auth import AuthService, Principal, check_credential_txn
 from homeserver.clock import WallClock, system_ms
 from homeserver.database import Checkpointer, Readers, Writer
 from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http.app import build_app
+from homeserver.http.server import HttpServer, HttpStats
 from homeserver.hub import Hub
-from homeserver.listener import Router
+from homeserver.listener import MAX_HEAD, ListenerStats, Router
 from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
+from homeserver.revocation import RevocationWatcher
 from homeserver.rooms import RoomService
 from homeserver.roomstate import RoomStateService
 from homeserver.stream.connection import (
@@ -64,6 +66,9 @@ class Running:
     writer: Writer
     db_path: Path
     scrubber: Checkpointer
+    registry: Registry
+    listener_stats: ListenerStats
+    http_stats: HttpStats
 
     @property
     def base_url(self) -> str:
@@ -91,6 +96,12 @@ class StreamBridge:
     async def authenticate(self, token: str | None) -> Principal:
         return await self._auth.authenticate(token)
 
+    async def check_credential(self, principal: Principal) -> None:
+        await self._auth.check_credential(principal)
+
+    def seconds_left(self, principal: Principal) -> float | None:
+        return self._auth.seconds_left(principal)
+
     async def send_message(
         self,
         principal: Principal,
@@ -100,11 +111,21 @@ class StreamBridge:
         as_participant_id: str | None,
     ) -> Event:
         return await self._messages.send(
-            SendRequest(principal.participant_id, room_id, content, event_uuid, as_participant_id)
+            SendRequest(
+                principal.participant_id,
+                room_id,
+                content,
+                event_uuid,
+                as_participant_id,
+                credential_check=partial(_check_live, principal),
+            )
         )
 
     async def set_typing(self, principal: Principal, room_id: str, typing: bool) -> None:
-        self._typing.set(principal.participant_id, room_id, typing)
+        # Typing is not stored, so its credential check is a read (it sees
+        # every committed revocation).
+        await self._auth.check_credential(principal)
+        await self._typing.request(principal.participant_id, room_id, typing)
         if typing:
             self._presence.active(principal.participant_id)
 
@@ -115,9 +136,14 @@ class StreamBridge:
         return iso_ms(system_ms())
 
 
+def _check_live(principal: Principal, conn: sqlite3.Connection, now_ms: int) -> None:
+    check_credential_txn(conn, principal, now_ms)
+
+
 def _hypercorn_config(settings: Settings) -> HyperConfig:
     config = HyperConfig()
     config.keep_alive_timeout = 75
+    config.h11_max_incomplete_size = MAX_HEAD  # the router reads first heads to the same cap
     config.graceful_timeout = 5
     config.loglevel = "WARNING"
     config.accesslog = None
@@ -140,6 +166,8 @@ class _Graph:
     presence: PresenceService
     typing: TypingService
     scrubber: Checkpointer
+    registry: Registry
+    revocations: RevocationWatcher
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -202,7 +230,17 @@ def _build(
         heartbeat_ttl=float(settings.presence_heartbeat_ttl),
         enabled=settings.presence_enabled,
     )
-    typing = TypingService(hub, tenant_id=settings.tenant_id, timeout=settings.typing_timeout)
+
+    async def read_only_of(pid: str, room_id: str) -> bool:
+        member = await readers.read(room_store.get_membership, room_id, pid)
+        return member is not None and member.read_only
+
+    typing = TypingService(
+        hub,
+        tenant_id=settings.tenant_id,
+        timeout=settings.typing_timeout,
+        read_only_of=read_only_of,
+    )
 
     def on_connections(sub: Any, delta: int) -> None:
         principal = getattr(sub, "principal", None)
@@ -246,7 +284,10 @@ def _build(
         models=models,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
-    return _Graph(hub, quart_app, bridge, presence, typing, scrubber)
+    registry = Registry()
+    revocations = RevocationWatcher(readers, registry)
+    auth.on_revoked = revocations.wake
+    return _Graph(hub, quart_app, bridge, presence, typing, scrubber, registry, revocations)
 
 
 async def run(
@@ -304,22 +345,29 @@ async def _serve(
         max_connections=settings.ws_max_connections,
     )
 
+    http_stats = HttpStats()
+
     async def http(stream: trio.abc.Stream) -> None:
         # TCPServer is typed for SSL streams but takes any stream with a .socket
         # (it falls back to plain HTTP when the stream has no SSL handshake).
-        server = TCPServer(
+        server = HttpServer(
             asgi,
             config,
             context,
             ConnectionState(lifespan_state.copy()),
-            stream,  # type: ignore[arg-type]
+            stream,
+            stats=http_stats,
         )
         await server.run()
 
     router = Router(
         http=http,
         stream=partial(
-            serve_stream, hub=hub, registry=Registry(), services=bridge, settings=stream_settings
+            serve_stream,
+            hub=hub,
+            registry=graph.registry,
+            services=bridge,
+            settings=stream_settings,
         ),
     )
     async with trio.open_nursery() as nursery:
@@ -327,6 +375,7 @@ async def _serve(
         await nursery.start(graph.presence.run)
         await nursery.start(graph.typing.run)
         await nursery.start(graph.scrubber.run)
+        await nursery.start(graph.revocations.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)
@@ -335,4 +384,16 @@ async def _serve(
         log.info("listening on http://%s:%d (REST and /v1/stream)", settings.host, port)
         if settings.effective_registration:
             log.warning("open registration is ON (dev mode): anyone can create an account")
-        task_status.started(Running(settings.host, port, hub, writer, db_path, graph.scrubber))
+        task_status.started(
+            Running(
+                settings.host,
+                port,
+                hub,
+                writer,
+                db_path,
+                graph.scrubber,
+                graph.registry,
+                router.stats,
+                http_stats,
+            )
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,11 @@ class Principal:
                 ErrorCode.AUTH_INSUFFICIENT_SCOPE, f"this credential lacks the scope {scope!r}"
             )
 
+    # For closing open streams on revocation and expiry (issue 9). New fields
+    # go at the end, with defaults.
+    family_id: str | None = None  # the refresh family of an access token
+    expires_at_ms: int | None = None  # when the token or key stops working
+
 
 @dataclass(frozen=True, slots=True)
 class TokenPair:
@@ -88,6 +94,22 @@ def verify_password(stored: str | None, password: str) -> bool:
 
 def _invalid_token() -> ApiError:
     return ApiError(ErrorCode.SW_AUTH_INVALID_TOKEN, "the bearer token is invalid or expired")
+
+
+AUTH_FAILURES = frozenset({ErrorCode.SW_AUTH_INVALID_TOKEN, ErrorCode.SW_AUTH_EXPIRED_TOKEN})
+
+
+def check_credential_txn(conn: sqlite3.Connection, principal: Principal, now_ms: int) -> None:
+    """Refuse unless the principal's credential is still live (one indexed lookup).
+
+    Run inside the transaction that acts for a long-lived connection (a stream
+    ``send``), so an action ordered after a revocation commits is refused.
+    """
+    state = pstore.credential_state(conn, principal.token_key, principal.via)
+    if state is None or state.revoked or state.participant_id != principal.participant_id:
+        raise ApiError(ErrorCode.SW_AUTH_INVALID_TOKEN, "the credential was revoked")
+    if state.expires_at_ms is not None and state.expires_at_ms <= now_ms:
+        raise ApiError(ErrorCode.SW_AUTH_EXPIRED_TOKEN, "the credential has expired")
 
 
 def _issue_pair_txn(
@@ -142,6 +164,8 @@ class AuthService:
         self._registration = registration_enabled
         self._access_ttl = access_ttl
         self._refresh_ttl = refresh_ttl
+        # Told after a revocation commits (the revocation watcher reads the log).
+        self.on_revoked: Callable[[], None] = lambda: None
 
     async def register(self, username: str, password: str, display_name: str | None) -> TokenPair:
         if not self._registration:
@@ -192,7 +216,7 @@ class AuthService:
         found = await self._readers.read(pstore.get_participant_by_username, username.lower())
         stored = found.password_hash if found is not None else None
         ok = await trio.to_thread.run_sync(verify_password, stored, password)
-        if not ok or found is None:
+        if not ok or found is None or found.deactivated_at_ms is not None:
             raise ApiError(ErrorCode.SW_AUTH_INVALID_CREDENTIALS, "wrong username or password")
         return await self._writer.write(
             _issue_pair_txn,
@@ -206,6 +230,7 @@ class AuthService:
     async def refresh_grant(self, refresh_token: str) -> TokenPair:
         pair = await self._writer.write(self._refresh_txn, refresh_token, self._clock())
         if pair is None:
+            self.on_revoked()
             raise _invalid_token()
         return pair
 
@@ -216,7 +241,7 @@ class AuthService:
         if info.revoked:
             # A rotated-out refresh token came back: assume it was stolen. Return
             # (not raise) so the revocation commits: a raise rolls the job back.
-            pstore.revoke_family_txn(conn, info.family_id)
+            pstore.revoke_family_txn(conn, info.family_id, now)
             return None
         if info.expires_at_ms is not None and info.expires_at_ms <= now:
             raise ApiError(ErrorCode.SW_AUTH_EXPIRED_TOKEN, "the refresh token has expired")
@@ -243,14 +268,37 @@ class AuthService:
             if api_key.expires_at_ms is not None and api_key.expires_at_ms <= now:
                 raise ApiError(ErrorCode.SW_AUTH_EXPIRED_TOKEN, "the API key has expired")
             return _principal(
-                conn, api_key.participant_id, key, "api_key", frozenset(api_key.scopes)
+                conn,
+                api_key.participant_id,
+                key,
+                "api_key",
+                frozenset(api_key.scopes),
+                expires_at_ms=api_key.expires_at_ms,
             )
         info = pstore.lookup_token(conn, token)
         if info is None or info.kind != "access" or info.revoked:
             raise _invalid_token()
         if info.expires_at_ms is not None and info.expires_at_ms <= now:
             raise ApiError(ErrorCode.SW_AUTH_EXPIRED_TOKEN, "the access token has expired")
-        return _principal(conn, info.participant_id, key, "access", ALL_SCOPES)
+        return _principal(
+            conn,
+            info.participant_id,
+            key,
+            "access",
+            ALL_SCOPES,
+            family_id=info.family_id,
+            expires_at_ms=info.expires_at_ms,
+        )
+
+    async def check_credential(self, principal: Principal) -> None:
+        """:func:`check_credential_txn` on a read snapshot (sees every commit so far)."""
+        await self._readers.read(check_credential_txn, principal, self._clock())
+
+    def seconds_left(self, principal: Principal) -> float | None:
+        """How long the principal's credential still works; ``None`` for no expiry."""
+        if principal.expires_at_ms is None:
+            return None
+        return max(0.0, (principal.expires_at_ms - self._clock()) / 1000)
 
     # -- API keys -----------------------------------------------------------
 
@@ -302,13 +350,21 @@ class AuthService:
         )
         if not done:
             raise ApiError(ErrorCode.SW_API_KEY_NOT_FOUND, f"no API key {key_id[:64]!r}")
+        self.on_revoked()
 
 
 def _principal(
-    conn: sqlite3.Connection, participant_id: str, key: str, via: str, scopes: frozenset[str]
+    conn: sqlite3.Connection,
+    participant_id: str,
+    key: str,
+    via: str,
+    scopes: frozenset[str],
+    *,
+    family_id: str | None = None,
+    expires_at_ms: int | None = None,
 ) -> Principal:
     found = pstore.get_participant(conn, participant_id)
-    if found is None:
+    if found is None or found.deactivated_at_ms is not None:
         raise _invalid_token()
     return Principal(
         participant_id,
@@ -318,6 +374,8 @@ def _principal(
         tenant_id=found.tenant_id,
         scopes=scopes,
         is_admin=found.is_admin,
+        family_id=family_id,
+        expires_at_ms=expires_at_ms,
     )
 
 

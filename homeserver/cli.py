@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     _common(ck)
     ck.add_argument("name", help="username of the key's owner")
     ck.add_argument("--key-name", default="cli", help="a label for the key")
+    dp = admin_sub.add_parser(
+        "deactivate-participant",
+        help="deactivate a participant: revoke every token and API key, refuse logins, "
+        "close their open streams",
+    )
+    _common(dp)
+    dp.add_argument("participant", help="participant id (or username)")
     gc = admin_sub.add_parser(
         "media-gc", help="remove media that no event references any more (and its files)"
     )
@@ -114,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _create_participant(settings, args)
         if args.admin_command == "media-gc":
             return _media_gc(settings, args)
+        if args.admin_command == "deactivate-participant":
+            return _deactivate(settings, args)
         return _create_key(settings, args)
     except (ApiError, StorageError, sqlite3.Error, OSError, LookupError) as exc:
         print(f"homeserver: {exc}", file=sys.stderr)
@@ -188,6 +197,8 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> int:
     owner = pstore.get_participant_by_username(conn, args.name.strip().lower())
     if owner is None:
         raise LookupError(f"no participant named {args.name!r}")
+    if owner.deactivated_at_ms is not None:
+        raise LookupError(f"participant {args.name!r} is deactivated")
     secret = ids.secret_token(ids.API_KEY)
     with atomic(conn):
         key = pstore.create_api_key_txn(
@@ -200,6 +211,22 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> int:
             expires_at_ms=None,
         )
     print(f"key_id={key.key_id} participant_id={owner.participant_id} key={secret}")
+    return 0
+
+
+def _deactivate(settings: Settings, args: argparse.Namespace) -> int:
+    """A running server sees the revocation log and closes their streams (4001)."""
+    conn = _open(settings)
+    name = args.participant.strip()
+    found = pstore.get_participant(conn, name) or pstore.get_participant_by_username(
+        conn, name.lower()
+    )
+    if found is None:
+        raise LookupError(f"no participant {name!r}")
+    with atomic(conn):
+        done = pstore.deactivate_participant_txn(conn, found.participant_id, system_ms())
+    state = "deactivated" if done else "already deactivated"
+    print(f"participant_id={found.participant_id} {state}")
     return 0
 
 

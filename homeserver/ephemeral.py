@@ -32,6 +32,8 @@ from protocol.presence import (
 from protocol.timefmt import iso_ms
 
 TypesOf = Callable[[list[str]], Awaitable[dict[str, str]]]
+# (participant_id, room_id) -> is that member read-only (a viewer)?
+ReadOnlyOf = Callable[[str, str], Awaitable[bool]]
 MAX_PRESENCE_IDS = 100
 
 
@@ -238,12 +240,33 @@ class PresenceService:
 class TypingService:
     """Who is typing where; one ``typing`` frame per change, to the other members."""
 
-    def __init__(self, hub: Hub, *, tenant_id: str, timeout: float) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        tenant_id: str,
+        timeout: float,
+        read_only_of: ReadOnlyOf | None = None,
+    ) -> None:
         self._hub = hub
         self._tenant_id = tenant_id
         self._timeout = timeout
+        self._read_only_of = read_only_of
         self._until: dict[tuple[str, str], float] = {}
         self._sweeper = _Sweeper()
+
+    async def request(self, pid: str, room_id: str, typing: bool) -> None:
+        """A client's typing request (REST or stream): :meth:`set`, after the checks.
+
+        Viewers are read-only (CONTRACT 6): ``typing: true`` from one is 403
+        ``SW_ROOM_FORBIDDEN`` (it would announce a message they cannot send);
+        ``typing: false`` is accepted, a no-op, so clearing never fails.
+        """
+        if not self._hub.is_member(room_id, pid):
+            raise ApiError(ErrorCode.SW_NOT_MEMBER, "you are not a member of this room")
+        if typing and self._read_only_of is not None and await self._read_only_of(pid, room_id):
+            raise ApiError(ErrorCode.SW_ROOM_FORBIDDEN, "viewers are read-only: no typing")
+        self.set(pid, room_id, typing)
 
     def set(self, pid: str, room_id: str, typing: bool) -> None:
         if not self._hub.is_member(room_id, pid):

@@ -18,7 +18,7 @@ import trio
 from homeserver.clock import WallClock
 from homeserver.database import Readers, Writer
 from homeserver.hub import Hub
-from homeserver.rooms import joined_member, thresholds_of, writable_member
+from homeserver.rooms import joined_member, thresholds_of, writer_member
 from protocol import power
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import Event, EventDraft, EventType
@@ -38,6 +38,9 @@ class SendRequest:
     event_uuid: str | None = None
     as_participant_id: str | None = None
     reply_to: str | None = None  # ScaiGrid /reply: the parent must exist in the room
+    # Run first in the send's own transaction, with (conn, now_ms): a stream
+    # re-checks its credential there, so a send ordered after a revocation fails.
+    credential_check: Callable[[sqlite3.Connection, int], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,8 @@ class MessageService:
                 and earlier.actor_id == req.caller
                 and (earlier.room_id == req.room_id)
             ):
+                if req.credential_check is not None:
+                    await self._readers.read(req.credential_check, self._clock())
                 return earlier
             return await self._send_new(req)
         finally:
@@ -139,7 +144,9 @@ class MessageService:
             )
 
     def _send_txn(self, conn: sqlite3.Connection, req: SendRequest, sender: str, now: int) -> Event:
-        room, actor = writable_member(conn, req.room_id, req.caller)
+        if req.credential_check is not None:
+            req.credential_check(conn, now)
+        room, actor = writer_member(conn, req.room_id, req.caller)
         thresholds = thresholds_of(room)
         power.check_can_send(actor.power_level, actor.read_only, thresholds)
         if req.as_participant_id is not None and req.as_participant_id != req.caller:

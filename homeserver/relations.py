@@ -24,7 +24,7 @@ from typing import Any
 from homeserver.clock import WallClock
 from homeserver.database import Readers, Writer
 from homeserver.hub import Hub
-from homeserver.rooms import joined_member, thresholds_of, writable_member
+from homeserver.rooms import joined_member, thresholds_of, writer_member
 from protocol import power
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import Event, EventDraft, EventType
@@ -97,7 +97,7 @@ class RelationService:
         content: dict[str, Any],
         now: int,
     ) -> Event:
-        writable_member(conn, room_id, caller)
+        writer_member(conn, room_id, caller)
         target = _message_in_room(conn, room_id, event_id)
         if target.is_redacted:
             raise ApiError(ErrorCode.SW_EVENT_NOT_FOUND, "that message was redacted")
@@ -142,7 +142,7 @@ class RelationService:
         reason: str | None,
         now: int,
     ) -> Event:
-        room, actor = writable_member(conn, room_id, caller)
+        room, actor = writer_member(conn, room_id, caller)
         target = _message_in_room(conn, room_id, event_id)
         power.check_redact(
             caller, target.sender_id, target.actor_id, actor.power_level, thresholds_of(room)
@@ -182,7 +182,7 @@ class RelationService:
         add: bool,
         now: int,
     ) -> dict[str, Any]:
-        room, actor = writable_member(conn, room_id, caller)
+        room, actor = writer_member(conn, room_id, caller)
         power.check_can_send(actor.power_level, actor.read_only, thresholds_of(room))
         target = _message_in_room(conn, room_id, event_id)
         if target.is_redacted:

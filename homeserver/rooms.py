@@ -15,7 +15,7 @@ from typing import Any
 from homeserver.clock import WallClock
 from homeserver.database import Readers, Writer
 from protocol import ids, power
-from protocol.errors import ApiError, ErrorCode
+from protocol.errors import ApiError, ErrorCode, invalid
 from protocol.events import EventDraft, EventType
 from protocol.power import PowerThresholds
 from storage import events as event_store
@@ -86,6 +86,28 @@ def writable_member(
     room = _room_or_404(conn, room_id, count_members=False)
     member = _joined(room_store.get_membership(conn, room_id, participant_id))
     return _open(room), member
+
+
+def not_read_only(member: Membership) -> Membership:
+    """Refuse a write by a read-only member (a ScaiGrid ``viewer``): 403."""
+    if member.read_only:
+        raise ApiError(
+            ErrorCode.SW_ROOM_FORBIDDEN, "viewers are read-only: this needs the member role"
+        )
+    return member
+
+
+def writer_member(
+    conn: sqlite3.Connection, room_id: str, participant_id: str
+) -> tuple[Room, Membership]:
+    """:func:`writable_member`, and the caller may write (is not a viewer).
+
+    Every write to a room goes through this, or checks ``read_only`` itself
+    (``power.check_can_send``). A viewer keeps what only concerns themself:
+    leaving, their read marker, mute, notification mode, snoozes.
+    """
+    room, member = writable_member(conn, room_id, participant_id)
+    return room, not_read_only(member)
 
 
 def thresholds_of(room: Room) -> PowerThresholds:
@@ -340,7 +362,7 @@ class RoomService:
     def _invite_txn(
         self, conn: sqlite3.Connection, caller: str, room_id: str, target: str, now: int
     ) -> None:
-        room, actor = writable_member(conn, room_id, caller)
+        room, actor = writer_member(conn, room_id, caller)
         power.check_invite(actor.power_level, thresholds_of(room))
         _participant_or_404(conn, target)
         current = room_store.get_membership(conn, room_id, target)
@@ -361,7 +383,7 @@ class RoomService:
     def _add_member_txn(
         self, conn: sqlite3.Connection, caller: str, room_id: str, target: str, role: str, now: int
     ) -> Membership:
-        room, actor = writable_member(conn, room_id, caller)
+        room, actor = writer_member(conn, room_id, caller)
         level, read_only = _role_power(role)
         power.check_can_send(actor.power_level, actor.read_only, thresholds_of(room))
         power.check_invite(actor.power_level, thresholds_of(room))
@@ -415,6 +437,7 @@ class RoomService:
         if outcome == "leave" and target == caller:
             self._leave_txn(conn, caller, room_id, now)
             return
+        not_read_only(actor)
         target_power = current.power_level if current is not None else 0
         if outcome == "ban":
             power.check_ban(actor.power_level, target_power, thresholds)
@@ -444,7 +467,7 @@ class RoomService:
         self, conn: sqlite3.Connection, caller: str, room_id: str, target: str, now: int
     ) -> None:
         room = _room_or_404(conn, room_id)
-        actor = joined_member(conn, room_id, caller)
+        actor = not_read_only(joined_member(conn, room_id, caller))
         power.check_unban(actor.power_level, thresholds_of(room))
         current = room_store.get_membership(conn, room_id, target)
         if current is None or current.membership != "ban":
@@ -461,7 +484,7 @@ class RoomService:
         self, conn: sqlite3.Connection, caller: str, room_id: str, state: str, now: int
     ) -> Room:
         room = _room_or_404(conn, room_id)
-        actor = joined_member(conn, room_id, caller)
+        actor = not_read_only(joined_member(conn, room_id, caller))
         power.check_close(actor.power_level, room.creator_id == caller, thresholds_of(room))
         if room.state == state:
             return room
@@ -487,8 +510,10 @@ class RoomService:
         changes: dict[str, Any],
         now: int,
     ) -> Room:
-        room, actor = writable_member(conn, room_id, caller)
+        room, actor = writer_member(conn, room_id, caller)
         power.check_state_change(actor.power_level, thresholds_of(room))
+        if "is_public" in changes and not isinstance(changes["is_public"], bool):
+            raise invalid("is_public", "must be true or false")
         kinds = {"name": EventType.NAME, "topic": EventType.TOPIC}
         for key, value in changes.items():
             if getattr(room, key) == value:
@@ -514,7 +539,7 @@ class RoomService:
         level: int,
         now: int,
     ) -> Membership:
-        room, actor = writable_member(conn, room_id, caller)
+        room, actor = writer_member(conn, room_id, caller)
         current = room_store.get_membership(conn, room_id, target)
         if current is None or current.membership != "join":
             raise ApiError(ErrorCode.SW_PARTICIPANT_NOT_FOUND, "that participant is not a member")

@@ -15,7 +15,7 @@ from typing import Any
 from homeserver.clock import WallClock
 from homeserver.database import Readers, Writer
 from homeserver.ephemeral import PresenceService
-from homeserver.rooms import joined_member, thresholds_of, writable_member
+from homeserver.rooms import joined_member, thresholds_of, writer_member
 from protocol import ids, power
 from protocol.errors import ApiError, ErrorCode
 from storage import events as event_store
@@ -178,7 +178,7 @@ class RoomStateService:
         now = self._clock()
 
         def txn(conn: sqlite3.Connection) -> list[Engagement]:
-            room, actor = writable_member(conn, room_id, caller)
+            room, actor = writer_member(conn, room_id, caller)
             power.check_can_send(actor.power_level, actor.read_only, thresholds_of(room))
             if ai_id is not None:
                 target = room_store.get_membership(conn, room_id, ai_id)

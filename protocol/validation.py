@@ -42,6 +42,9 @@ __all__ = [
     "parse_direction",
     "parse_json_body",
     "parse_position",
+    "parse_timeout_ms",
+    "parse_uint",
+    "req_bool",
     "req_int",
     "req_obj",
     "req_str",
@@ -184,6 +187,20 @@ def opt_bool(
     value = body.get(field)
     if value is None:
         return default
+    if not isinstance(value, bool):
+        raise invalid(field, f"must be a boolean, not {_type_name(value)}", family=family)
+    return value
+
+
+def req_bool(body: Mapping[str, Any], field: str, *, family: Family = "sw") -> bool:
+    """A required boolean: absent or ``null`` is refused, naming the field.
+
+    For a field that may be left out but, once given, must not be cleared
+    (``PATCH`` of a NOT NULL column): check ``field in body`` first.
+    """
+    value = body.get(field)
+    if value is None:
+        raise invalid(field, "must be true or false (not null)", family=family)
     if not isinstance(value, bool):
         raise invalid(field, f"must be a boolean, not {_type_name(value)}", family=family)
     return value
@@ -350,16 +367,31 @@ def text_content(text: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- query
 
 
-def _parse_uint(raw: str, field: str, family: Family) -> int | None:
-    """A non-negative decimal integer, or ``None`` when it is too long to matter."""
+def parse_uint(raw: str, field: str, family: Family = "sw") -> int | None:
+    """A non-negative decimal integer, or ``None`` when it is too long to matter.
+
+    The one parser for integer query parameters: only ASCII digits count
+    (``str.isdigit`` and ``int`` also take ``²``, ``①`` or Arabic-Indic digits,
+    which is how a query string used to reach a 500).
+    """
     text = raw.strip()
     if text.startswith("-") and _DIGITS.fullmatch(text[1:]):
         raise invalid(field, "must not be negative", family=family)
     if not _DIGITS.fullmatch(text):
-        raise invalid(field, "must be an integer", family=family)
+        raise invalid(field, "must be an integer (ASCII digits)", family=family)
     if len(text.lstrip("0")) > _MAX_DIGITS:
         return None
     return int(text)
+
+
+def parse_timeout_ms(
+    raw: str | None, *, default: int, maximum: int, field: str = "timeout", family: Family = "sw"
+) -> int:
+    """Milliseconds from the query string: absent → ``default``, clamped to ``maximum``."""
+    if raw is None or not raw.strip():
+        return default
+    value = parse_uint(raw, field, family)
+    return maximum if value is None else min(value, maximum)
 
 
 def clamp_limit(
@@ -376,7 +408,7 @@ def clamp_limit(
     """
     if raw is None or not raw.strip():
         return default
-    value = _parse_uint(raw, field, family)
+    value = parse_uint(raw, field, family)
     if value is None:
         return maximum
     if value < 1:
@@ -388,7 +420,7 @@ def parse_position(raw: str | None, field: str = "from", *, family: Family = "sw
     """A stream-position cursor (non-negative integer) from the query string, or ``None``."""
     if raw is None or not raw.strip():
         return None
-    value = _parse_uint(raw, field, family)
+    value = parse_uint(raw, field, family)
     if value is None or value > MAX_POSITION:
         raise invalid(field, "is not a valid position", family=family)
     return value

@@ -25,6 +25,7 @@ class Participant:
     created_at_ms: int
     password_hash: str | None
     tenant_id: str = DEFAULT_TENANT
+    deactivated_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ def _participant(row: sqlite3.Row) -> Participant:
         created_at_ms=row["created_at_ms"],
         password_hash=row["password_hash"],
         tenant_id=row["tenant_id"],
+        deactivated_at_ms=row["deactivated_at_ms"],
     )
 
 
@@ -182,8 +184,10 @@ def revoke_token_txn(conn: sqlite3.Connection, secret: str) -> None:
     conn.execute("UPDATE tokens SET revoked = 1 WHERE token_hash = ?", (secret_hash(secret),))
 
 
-def revoke_family_txn(conn: sqlite3.Connection, family_id: str) -> None:
+def revoke_family_txn(conn: sqlite3.Connection, family_id: str, now_ms: int = 0) -> None:
+    """Revoke every token of a family (theft detection), and log it for open streams."""
     conn.execute("UPDATE tokens SET revoked = 1 WHERE family_id = ?", (family_id,))
+    log_revocation_txn(conn, "family", family_id, now_ms)
 
 
 def delete_expired_tokens_txn(conn: sqlite3.Connection, now_ms: int) -> int:
@@ -245,12 +249,15 @@ def list_api_keys(conn: sqlite3.Connection, participant_id: str) -> list[ApiKey]
 def revoke_api_key_txn(
     conn: sqlite3.Connection, *, key_id: str, participant_id: str, now_ms: int
 ) -> bool:
-    cur = conn.execute(
+    row = conn.execute(
         "UPDATE api_keys SET revoked_at_ms = ? WHERE key_id = ? AND participant_id = ?"
-        " AND revoked_at_ms IS NULL",
+        " AND revoked_at_ms IS NULL RETURNING key_hash",
         (now_ms, key_id, participant_id),
-    )
-    return cur.rowcount == 1
+    ).fetchone()
+    if row is None:
+        return False
+    log_revocation_txn(conn, "credential", row["key_hash"], now_ms)
+    return True
 
 
 def lookup_api_key(conn: sqlite3.Connection, secret: str) -> ApiKey | None:
@@ -258,3 +265,89 @@ def lookup_api_key(conn: sqlite3.Connection, secret: str) -> ApiKey | None:
         "SELECT * FROM api_keys WHERE key_hash = ?", (secret_hash(secret),)
     ).fetchone()
     return None if row is None else _api_key(row)
+
+
+# --------------------------------------------------------------------------- revocation
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialState:
+    """What a check of a live credential needs: is it revoked, when does it expire."""
+
+    participant_id: str
+    revoked: bool
+    expires_at_ms: int | None
+
+
+def credential_state(conn: sqlite3.Connection, token_hash: str, via: str) -> CredentialState | None:
+    """One indexed lookup by secret hash: an access token, or an API key (``via``)."""
+    if via == "api_key":
+        row = conn.execute(
+            "SELECT participant_id, revoked_at_ms IS NOT NULL AS revoked, expires_at_ms"
+            " FROM api_keys WHERE key_hash = ?",
+            (token_hash,),
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT participant_id, revoked, expires_at_ms FROM tokens WHERE token_hash = ?",
+            (token_hash,),
+        ).fetchone()
+    if row is None:
+        return None
+    return CredentialState(row["participant_id"], bool(row["revoked"]), row["expires_at_ms"])
+
+
+REVOCATION_KINDS = ("credential", "family", "participant")
+REVOCATION_LOG_KEEP_MS = 24 * 3600 * 1000
+
+
+def log_revocation_txn(conn: sqlite3.Connection, kind: str, value: str, now_ms: int) -> None:
+    """Append to the revocation log (read by the server to close open streams)."""
+    if kind not in REVOCATION_KINDS:
+        raise ValueError(f"not a revocation kind: {kind}")
+    conn.execute(
+        "INSERT INTO credential_revocations (kind, value, created_at_ms) VALUES (?, ?, ?)",
+        (kind, value, now_ms),
+    )
+    if now_ms > REVOCATION_LOG_KEEP_MS:
+        conn.execute(
+            "DELETE FROM credential_revocations WHERE created_at_ms < ?",
+            (now_ms - REVOCATION_LOG_KEEP_MS,),
+        )
+
+
+def last_revocation(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(seq) FROM credential_revocations").fetchone()
+    return int(row[0] or 0)
+
+
+def revocations_after(
+    conn: sqlite3.Connection, seq: int, limit: int = 1000
+) -> list[tuple[int, str, str]]:
+    """(seq, kind, value) of revocations logged after ``seq``, oldest first."""
+    rows = conn.execute(
+        "SELECT seq, kind, value FROM credential_revocations WHERE seq > ? ORDER BY seq LIMIT ?",
+        (seq, limit),
+    )
+    return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+
+def deactivate_participant_txn(conn: sqlite3.Connection, participant_id: str, now_ms: int) -> bool:
+    """Deactivate a participant: no login, every token and API key revoked, logged.
+
+    False if there is no such participant or it was already deactivated.
+    """
+    cur = conn.execute(
+        "UPDATE participants SET deactivated_at_ms = ? WHERE participant_id = ?"
+        " AND deactivated_at_ms IS NULL",
+        (now_ms, participant_id),
+    )
+    if cur.rowcount != 1:
+        return False
+    conn.execute("UPDATE tokens SET revoked = 1 WHERE participant_id = ?", (participant_id,))
+    conn.execute(
+        "UPDATE api_keys SET revoked_at_ms = ? WHERE participant_id = ? AND revoked_at_ms IS NULL",
+        (now_ms, participant_id),
+    )
+    log_revocation_txn(conn, "participant", participant_id, now_ms)
+    return True

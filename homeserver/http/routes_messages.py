@@ -7,7 +7,7 @@ from quart import Quart, Response, request
 from homeserver.auth import AuthService
 from homeserver.http.shim import bearer, json_body, ok, route
 from homeserver.messages import MessageService, SendRequest
-from protocol.errors import ApiError, ErrorCode, invalid
+from protocol.errors import ApiError, ErrorCode
 from protocol.events import wire_event
 from protocol.validation import (
     clamp_limit,
@@ -16,6 +16,7 @@ from protocol.validation import (
     opt_str,
     parse_direction,
     parse_position,
+    parse_timeout_ms,
     req_obj,
     req_str,
     text_content,
@@ -107,16 +108,19 @@ def install(
 
     @route(app, "/v1/sync", ["GET"])
     async def sync() -> Response:
-        me = (await auth.authenticate(bearer())).participant_id
+        principal = await auth.authenticate(bearer())
         since = parse_position(request.args.get("since"), "since") or 0
         n = clamp_limit(request.args.get("limit"), default=sync_default, maximum=sync_max)
-        raw_timeout = request.args.get("timeout")
-        timeout = sync_timeout_default
-        if raw_timeout is not None:
-            if not raw_timeout.isdigit() or len(raw_timeout) > 12:
-                raise invalid("timeout", "must be a whole number of milliseconds")
-            timeout = min(int(raw_timeout), sync_timeout_max)
-        page = await messages.sync(me, since=since, limit=n, timeout_ms=timeout)
+        timeout = parse_timeout_ms(
+            request.args.get("timeout"), default=sync_timeout_default, maximum=sync_timeout_max
+        )
+        page = await messages.sync(
+            principal.participant_id, since=since, limit=n, timeout_ms=timeout
+        )
+        if timeout and page.events:
+            # A long-poll may have waited a while: a credential revoked (or
+            # expired) meanwhile gets a 401, not the events.
+            await auth.check_credential(principal)
         return ok(
             {
                 "events": [wire_event(e, tenant_id) for e in page.events],

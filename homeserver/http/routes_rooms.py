@@ -15,7 +15,15 @@ from homeserver.rooms import MAX_NAME, MAX_TOPIC, NewMember, RoomService, RoomSp
 from protocol.errors import Family, invalid
 from protocol.events import wire_event
 from protocol.ids import looks_like_id
-from protocol.validation import clamp_limit, opt_bool, opt_list, opt_str, req_int, req_str
+from protocol.validation import (
+    clamp_limit,
+    opt_bool,
+    opt_list,
+    opt_str,
+    req_bool,
+    req_int,
+    req_str,
+)
 
 RECENT_MESSAGES = 20
 
@@ -135,7 +143,8 @@ def install(
             if key in body:
                 changes["topic"] = opt_str(body, key, max_len=MAX_TOPIC)
         if "is_public" in body:
-            changes["is_public"] = opt_bool(body, "is_public")
+            # NOT NULL in storage: null is refused, never passed on as None.
+            changes["is_public"] = req_bool(body, "is_public")
         return ok(render.room(await rooms.update(me, room_id, changes)))
 
     @route(app, "/v1/rooms/<room_id>", ["DELETE"])
@@ -154,7 +163,10 @@ def install(
         @route(app, f"/v1/rooms/<room_id>/{key}", ["PUT"])
         async def put_field(room_id: str, key: str = key, max_len: int = max_len) -> Response:
             me = await caller()
-            value = opt_str(await json_body(limit), key, max_len=max_len)
+            body = await json_body(limit)
+            if key not in body:
+                raise invalid(key, "is required (null clears it)")
+            value = opt_str(body, key, max_len=max_len)
             return ok(render.room(await rooms.update(me, room_id, {key: value})))
 
     @route(app, "/v1/rooms/<room_id>/join", ["POST"])

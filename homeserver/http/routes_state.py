@@ -123,7 +123,7 @@ def install(
         flag = body.get("typing")
         if not isinstance(flag, bool):
             raise invalid("typing", "must be true or false")
-        typing.set(me, room_id, flag)
+        await typing.request(me, room_id, flag)
         if flag:
             presence.active(me)
         return ok({})

@@ -36,7 +36,22 @@ from werkzeug.exceptions import RequestEntityTooLarge
 HIGH_WATER = 1 << 20
 
 
-class StreamingBody(TrioBody):
+class TrackedBody(TrioBody):
+    """Quart's buffered body, which also knows when the body ended on the wire.
+
+    Once over its limit Quart's body stops buffering (and says so), but the
+    bytes still arrive; ``wire_done`` is set when the last of them has (or the
+    client left), so a 413 can wait for it and keep the connection usable.
+    """
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None) -> None:
+        super().__init__(expected_content_length, max_content_length)
+        self.limit = max_content_length
+        self.expected = expected_content_length
+        self.wire_done = trio.Event()
+
+
+class StreamingBody(TrackedBody):
     """A request body with a total-size limit and a drained signal for back-pressure."""
 
     def __init__(self, expected_content_length: int | None, max_content_length: int) -> None:
@@ -91,6 +106,10 @@ class _Connection(TrioASGIHTTPConnection):
         limit = self.limits.get((request.method, request.path))
         if limit is not None:
             request.body = StreamingBody(request.content_length, limit)
+        else:
+            request.body = TrackedBody(
+                request.content_length, self.app.config["MAX_CONTENT_LENGTH"]
+            )
         return request
 
     async def __call__(self, receive: Any, send: Any) -> None:
@@ -114,7 +133,9 @@ class _Connection(TrioASGIHTTPConnection):
                 body.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     body.set_complete()
+                    body.wire_done.set()
             elif message["type"] == "http.disconnect":
+                body.wire_done.set()
                 break
         # quart-trio cancels the request here unconditionally. But hypercorn
         # also reports a disconnect while the last piece of a response that came
@@ -123,6 +144,12 @@ class _Connection(TrioASGIHTTPConnection):
         # only when the client left before the response was complete.
         if not self._finished:
             nursery.cancel_scope.cancel()
+
+
+def track_bodies(app: QuartTrio) -> None:
+    """Every request body becomes a :class:`TrackedBody` (see shim.read_body_first)."""
+    if not issubclass(app.asgi_http_class, _Connection):
+        app.asgi_http_class = _Connection
 
 
 def allow_large_bodies(app: QuartTrio, method: str, path: str, max_bytes: int) -> None:

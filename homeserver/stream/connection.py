@@ -26,7 +26,14 @@ Rules
 5. Overflowing the outbox closes with 4003 ``slow_consumer``; a second
    connection on the same access token closes the older one with 4003
    ``duplicate_connection``.
-6. Closing: once a close frame is sent or received, the write side is shut
+6. Credentials: the connection registers (homeserver.stream.registry), then
+   re-checks its credential, so a revocation racing the handshake is never
+   missed; a revocation closes it 4001 ``SW_AUTH_INVALID_TOKEN`` (the
+   revocation watcher calls the registry), its credential's expiry 4001
+   ``SW_AUTH_EXPIRED_TOKEN``. A ``send`` re-checks the credential in its own
+   transaction and ``typing`` on a read, and a failed check closes 4001: no
+   frame is acted on after the revocation commits.
+7. Closing: once a close frame is sent or received, the write side is shut
    (EOF) after the queued bytes, and the connection ends when the peer closes
    its side or ``CLOSE_TIMEOUT`` after the close began, whichever is first,
    so a peer that stops reading never pins a connection.
@@ -48,15 +55,19 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from homeserver.auth import Principal
+from homeserver.auth import AUTH_FAILURES, Principal
 from homeserver.errors import error_frame
 from homeserver.hub import Hub
 from homeserver.stream.outbox import Outbox
+from homeserver.stream.registry import Registry
 from protocol import frames as client_frames
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import Event, wire_event
+from protocol.validation import parse_position
 
 log = logging.getLogger("homeserver.stream")
+
+__all__ = ["Registry", "StreamConnection", "StreamServices", "StreamSettings", "serve_stream"]
 
 CLOSE_AUTH = 4001
 CLOSE_TRY_AGAIN = 1013
@@ -79,6 +90,12 @@ class StreamServices(Protocol):
     server_name: str
 
     async def authenticate(self, token: str | None) -> Principal: ...
+
+    async def check_credential(self, principal: Principal) -> None:
+        """Raise ``ApiError`` (an auth code) unless the credential is still live."""
+
+    def seconds_left(self, principal: Principal) -> float | None:
+        """How long the credential still works (``None``: no expiry)."""
 
     async def send_message(
         self,
@@ -103,25 +120,6 @@ class StreamSettings:
     max_frame_bytes: int
     close_duplicate: bool
     max_connections: int = 0  # 0 = no limit
-
-
-class Registry:
-    """Open connections by access-token hash, for ``duplicate_connection``."""
-
-    def __init__(self) -> None:
-        self._by_token: dict[str, StreamConnection] = {}
-
-    def claim(self, token_key: str, conn: StreamConnection) -> StreamConnection | None:
-        older = self._by_token.get(token_key)
-        self._by_token[token_key] = conn
-        return older
-
-    def release(self, token_key: str, conn: StreamConnection) -> None:
-        if self._by_token.get(token_key) is conn:
-            del self._by_token[token_key]
-
-    def __len__(self) -> int:
-        return len(self._by_token)
 
 
 class StreamConnection:
@@ -233,6 +231,14 @@ class StreamConnection:
                 self._outbox.force_queue(chunk)  # the close frame always goes
         self._outbox.send_eof_nowait()
 
+    def close_unauthorised(self, reason: str, why: str) -> None:
+        """Close 4001: the credential was revoked or expired. Nothing more is
+        delivered or acted on (``_closing`` is set before this returns)."""
+        if self._closing:
+            return
+        log.info("closing %s (%s): %s", self.session_id, self.participant_id, why)
+        self.close(CLOSE_AUTH, reason)
+
     def _overflow(self) -> None:
         self._hub.stats.slow_consumers += 1
         log.warning(
@@ -250,11 +256,14 @@ class StreamConnection:
         since: int | None,
         since_error: str | None = None,
         early_frames: Sequence[Frame] = (),
+        expires_in: float | None = None,
     ) -> None:
         """Serve the connection until it ends.
 
         ``since_error`` is reported after hello; ``early_frames`` came in with
         the handshake request and are handled before anything read later.
+        ``expires_in``: seconds until the credential expires; the connection
+        closes (4001) then.
         """
         try:
             async with trio.open_nursery() as nursery:
@@ -264,6 +273,8 @@ class StreamConnection:
                     nursery.cancel_scope.deadline = self._close_by
                 nursery.start_soon(self._writer_then_stop, nursery.cancel_scope)
                 nursery.start_soon(self._keepalive)
+                if expires_in is not None:
+                    nursery.start_soon(self._expire_after, expires_in)
                 try:
                     await self._start(since, since_error)
                     await self._read_loop(nursery, early_frames)
@@ -275,6 +286,10 @@ class StreamConnection:
         finally:
             self._hub.detach(self)
             self._outbox.close_raw()
+
+    async def _expire_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        self.close_unauthorised("SW_AUTH_EXPIRED_TOKEN", "credential expired")
 
     async def _writer_then_stop(self, scope: trio.CancelScope) -> None:
         await self._outbox.run_writer()
@@ -411,7 +426,7 @@ class StreamConnection:
                 frame.as_participant_id,
             )
         except ApiError as exc:
-            self._error(frame.req_id, exc)
+            self._refused(frame.req_id, exc)
         except Exception:
             log.exception("stream send failed (%s)", self.session_id)
             self._error(frame.req_id, ApiError(ErrorCode.SW_INTERNAL, "internal error"))
@@ -436,10 +451,16 @@ class StreamConnection:
         try:
             await fn(*args)
         except ApiError as exc:
-            self._error(req_id, exc)
+            self._refused(req_id, exc)
         except Exception as exc:
             # error_frame logs the traceback and answers SW_INTERNAL.
             self._error(req_id, exc)
+
+    def _refused(self, req_id: str | None, exc: ApiError) -> None:
+        """An error frame; and a credential found revoked or expired closes 4001."""
+        self._error(req_id, exc)
+        if exc.code in AUTH_FAILURES:
+            self.close_unauthorised(exc.code.name, exc.message)
 
     def _error(self, req_id: str | None, exc: BaseException) -> None:
         self.send_json(error_frame(exc, req_id))
@@ -470,12 +491,11 @@ def _token_from(request: Request) -> tuple[str | None, int | None, str | None]:
     header = request.headers.get("Authorization")
     if not token and header and header.lower().startswith("bearer "):
         token = header[7:].strip()
-    since_raw = _first(query, "since")
-    if since_raw is None or since_raw == "":
-        return token, None, None
-    if not since_raw.isdigit() or len(since_raw) > 18:
+    try:
+        since = parse_position(_first(query, "since"), "since")
+    except ApiError:
         return token, None, "since: must be a non-negative integer stream position"
-    return token, int(since_raw), None
+    return token, since, None
 
 
 async def _handshake(
@@ -570,15 +590,19 @@ async def _serve_stream(
         await _close_now(stream, proto, CLOSE_AUTH, "SW_AUTH_INVALID_TOKEN")
         return
     conn = StreamConnection(stream, proto, principal, hub, services, settings)
-    token_key = principal.token_key
-    if settings.close_duplicate:
-        older = registry.claim(token_key, conn)
-        if older is not None:
-            older.close(CLOSE_ABORT, "duplicate_connection")
+    registry.add(conn, close_duplicate=settings.close_duplicate)
     try:
-        await conn.run(since, since_error, early_frames)
+        # Registered first, then checked again: a revocation that committed
+        # after ``authenticate`` read is seen here, and one that commits later
+        # finds this connection in the registry.
+        try:
+            await services.check_credential(principal)
+        except ApiError:
+            await _close_now(stream, proto, CLOSE_AUTH, "SW_AUTH_INVALID_TOKEN")
+            return
+        await conn.run(since, since_error, early_frames, services.seconds_left(principal))
     finally:
-        registry.release(token_key, conn)
+        registry.release(conn)
 
 
 async def _close_now(

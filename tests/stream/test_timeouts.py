@@ -69,6 +69,9 @@ class FakeServices:
     def __init__(self) -> None:
         self.store: list[Event] = []
         self.replay_calls = 0
+        self.expires_in: float | None = None  # seconds the credential has left
+        self.revoked = False  # the credential was revoked (after authenticate)
+        self.typed: list[bool] = []
 
     async def authenticate(self, token: str | None) -> Principal:
         if token == "good":
@@ -89,8 +92,16 @@ class FakeServices:
             raise RuntimeError("unexpected failure")
         raise ApiError(ErrorCode.SW_NOT_MEMBER, "you are not a member of this room")
 
+    async def check_credential(self, principal: Principal) -> None:
+        if self.revoked:
+            raise ApiError(ErrorCode.SW_AUTH_INVALID_TOKEN, "the credential was revoked")
+
+    def seconds_left(self, principal: Principal) -> float | None:
+        return self.expires_in
+
     async def set_typing(self, principal: Principal, room_id: str, typing: bool) -> None:
-        return None
+        await self.check_credential(principal)
+        self.typed.append(typing)
 
     async def replay(self, participant_id: str, since: int, limit: int) -> list[Event]:
         self.replay_calls += 1
@@ -203,6 +214,7 @@ class Harness:
     def __init__(self, hub: Hub, services: FakeServices) -> None:
         self.hub = hub
         self.services = services
+        self.registry = Registry()
         self.ended_at: float | None = None
         self.done = trio.Event()
 
@@ -221,11 +233,12 @@ async def serving(
     ] = trio.testing.memory_stream_pair,
     answer: bool = True,
     position: int = 0,
+    services: FakeServices | None = None,
 ) -> AsyncIterator[tuple[Harness, MemClient]]:
     """serve_stream on one end of a stream pair; the other end for the client."""
     hub = Hub("tenant", encode_text_frame)
     hub.load_memberships([(ROOM, ALICE)], position)
-    services = FakeServices()
+    services = services or FakeServices()
     harness = Harness(hub, services)
     client_end, server_end = pair()
 
@@ -235,7 +248,7 @@ async def serving(
                 server_end,
                 b"",
                 hub=hub,
-                registry=Registry(),
+                registry=harness.registry,
                 services=services,
                 settings=stream_settings or settings(),
             )
@@ -481,6 +494,117 @@ async def test_bad_since_is_reported_after_hello(
         assert error["error"]["code"] == "SW_INVALID_PARAM"
         harness.hub.publish_events([make_event(1)])
         assert (await client.next_json())["stream_position"] == 1
+
+
+@pytest.mark.parametrize("since", ["%C2%B2", "%E2%91%A0", "1%C2%B3"])
+async def test_unicode_digit_since_is_an_error_frame_not_a_dropped_socket(
+    autojump_clock: trio.testing.MockClock, since: str
+) -> None:
+    """``since=²`` (percent-encoded on the wire) used to pass ``isdigit`` and crash ``int``."""
+    async with serving() as (harness, client):
+        await client.handshake(f"token=good&since={since}")
+        await read_hello(client)
+        error = await client.next_json()
+        assert error["type"] == "error"
+        assert error["error"]["code"] == "SW_INVALID_PARAM"
+        assert error["error"]["message"].startswith("since")
+        harness.hub.publish_events([make_event(1)])
+        assert (await client.next_json())["stream_position"] == 1
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+async def test_stream_closes_4001_when_its_access_token_expires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    services = FakeServices()
+    services.expires_in = 3600.0
+    # no keepalive pings in the way: the client does not read while it sleeps
+    async with serving(settings(ping_interval=1e6), services=services) as (harness, client):
+        await client.handshake()
+        await read_hello(client)
+        await trio.sleep(3599.0)
+        harness.hub.publish_events([make_event(1)])
+        assert (await client.next_json())["stream_position"] == 1
+        opened = trio.current_time()
+        close = await client.wait_close()
+        assert (close.code, close.reason) == (4001, "SW_AUTH_EXPIRED_TOKEN")
+        # closed at the expiry (virtual time), not at some later sweep
+        assert trio.current_time() - opened <= 1.0 + 1e-6
+        await harness.wait_done()
+        # nothing is delivered to it afterwards
+        assert harness.hub.connection_count() == 0
+
+
+async def test_stream_whose_credential_is_already_expired_closes_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    services = FakeServices()
+    services.expires_in = 0.0
+    async with serving(services=services) as (_harness, client):
+        await client.handshake()
+        await read_hello(client)
+        close = await client.wait_close()
+        assert close.code == 4001
+
+
+async def test_revoked_between_authenticate_and_attach_closes_before_hello(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    services = FakeServices()
+    services.revoked = True  # authenticate passed; the re-check after registering fails
+    async with serving(services=services) as (harness, client):
+        await client.handshake()
+        close = await client.wait_close()
+        assert (close.code, close.reason) == (4001, "SW_AUTH_INVALID_TOKEN")
+        assert harness.hub.connection_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [("credential", "key-good"), ("family", "fam-1"), ("participant", ALICE)],
+)
+async def test_registry_revoke_closes_4001_and_stops_delivery_and_frames(
+    autojump_clock: trio.testing.MockClock, kind: str, value: str
+) -> None:
+    services = FakeServices()
+
+    async def authenticate(token: str | None) -> Principal:
+        return Principal(ALICE, "key-good", "access", family_id="fam-1")
+
+    services.authenticate = authenticate  # type: ignore[method-assign]
+    async with serving(services=services) as (harness, client):
+        await client.handshake()
+        await read_hello(client)
+        assert harness.registry.revoke(kind, "something-else") == 0
+        assert harness.registry.revoke(kind, value) == 1
+        # typed after the revocation: never acted on
+        await client.send_text('{"type": "typing", "room_id": "room-1", "typing": true}')
+        harness.hub.publish_events([make_event(1)])
+        close = await client.wait_close()
+        assert (close.code, close.reason) == (4001, "SW_AUTH_INVALID_TOKEN")
+        await harness.wait_done()
+        assert services.typed == []
+        assert harness.registry.revoked_closes == 1
+        assert len(harness.registry) == 0
+
+
+async def test_frame_refused_for_a_revoked_credential_closes_4001(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    services = FakeServices()
+    async with serving(services=services) as (_harness, client):
+        await client.handshake()
+        await read_hello(client)
+        services.revoked = True  # committed; the registry has not been told yet
+        await client.send_text('{"type": "typing", "room_id": "room-1", "typing": true}')
+        error = await client.next_json()
+        assert error["type"] == "error"
+        assert error["error"]["code"] == "SW_AUTH_INVALID_TOKEN"
+        close = await client.wait_close()
+        assert close.code == 4001
+        assert services.typed == []
 
 
 # --------------------------------------------------------------------------- long-poll
