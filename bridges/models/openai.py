@@ -104,12 +104,13 @@ def _usage(backend: str, value: Any) -> Usage | None:
         return None
     if not isinstance(value, dict):
         raise _bad(backend, "sent a malformed usage object")
-    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-    if not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (prompt, completion)
-    ):
-        raise _bad(backend, "sent a malformed usage object")
-    return Usage(prompt, completion)
+    counts: list[int] = []
+    for key in ("prompt_tokens", "completion_tokens"):
+        n = value.get(key)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise _bad(backend, f"sent a malformed usage object ({key})")
+        counts.append(n)
+    return Usage(counts[0], counts[1])
 
 
 class OpenAIBackend:
