@@ -38,6 +38,7 @@ from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
 from homeserver.roomstate import RoomStateService
+from homeserver.sessions import SessionLimits, SessionService
 from homeserver.stream.connection import (
     Registry,
     StreamSettings,
@@ -140,6 +141,7 @@ class _Graph:
     presence: PresenceService
     typing: TypingService
     scrubber: Checkpointer
+    sessions: SessionService
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -232,6 +234,17 @@ def _build(
     )
     media.prepare()
     models = build_models(settings)
+    sessions = SessionService(
+        writer,
+        readers,
+        models,
+        clock,
+        SessionLimits(
+            heartbeat_seconds=settings.sessions.heartbeat_seconds,
+            max_generations=settings.sessions.max_generations,
+            max_per_participant=settings.sessions.max_per_participant,
+        ),
+    )
     quart_app = build_app(
         settings,
         auth=auth,
@@ -244,9 +257,10 @@ def _build(
         typing=typing,
         media=media,
         models=models,
+        sessions=sessions,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
-    return _Graph(hub, quart_app, bridge, presence, typing, scrubber)
+    return _Graph(hub, quart_app, bridge, presence, typing, scrubber, sessions)
 
 
 async def run(
@@ -327,6 +341,7 @@ async def _serve(
         await nursery.start(graph.presence.run)
         await nursery.start(graph.typing.run)
         await nursery.start(graph.scrubber.run)
+        await nursery.start(graph.sessions.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)
