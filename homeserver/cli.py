@@ -24,7 +24,8 @@ from protocol.errors import ApiError
 from storage import db, migrate
 from storage import participants as pstore
 from storage.db import atomic
-from storage.errors import StorageError
+from storage import sessions as session_store
+from storage.errors import NotFound, StorageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="only media uploaded at least this long ago (default: %(default)s)",
     )
+    ps = admin_sub.add_parser(
+        "purge-session", help="hard-delete a session and its messages (even a soft-deleted one)"
+    )
+    _common(ps)
+    ps.add_argument("session_id", help="the session id (sess_...)")
     return parser
 
 
@@ -114,7 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _create_participant(settings, args)
         if args.admin_command == "media-gc":
             return _media_gc(settings, args)
+        if args.admin_command == "purge-session":
+            return _purge_session(settings, args)
         return _create_key(settings, args)
+    except NotFound as exc:
+        print(f"homeserver: no such session {exc}", file=sys.stderr)
+        return 1
     except (ApiError, StorageError, sqlite3.Error, OSError, LookupError) as exc:
         print(f"homeserver: {exc}", file=sys.stderr)
         return 1
@@ -221,6 +232,14 @@ def _media_gc(settings: Settings, args: argparse.Namespace) -> int:
         f"{verb} {len(report.removed)} media item(s), {len(report.files)} file(s), "
         f"{report.bytes_freed} bytes"
     )
+    return 0
+
+
+def _purge_session(settings: Settings, args: argparse.Namespace) -> int:
+    conn = _open(settings)
+    with atomic(conn):
+        removed = session_store.purge_session_txn(conn, args.session_id)
+    print(f"purged session {args.session_id} and {removed} message(s)")
     return 0
 
 
