@@ -122,7 +122,10 @@ class Upstream:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
-            await self._send_reply(stream, conn, seen, b)
+            try:
+                await self._send_reply(stream, conn, seen, b)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the client went away mid-reply (watch records when)
             nursery.cancel_scope.cancel()
 
     async def _send_reply(
