@@ -23,8 +23,8 @@ from protocol import ids
 from protocol.errors import ApiError
 from storage import db, migrate
 from storage import participants as pstore
-from storage.db import atomic
 from storage import sessions as session_store
+from storage.db import atomic
 from storage.errors import NotFound, StorageError
 
 

@@ -12,6 +12,7 @@ time at which its client went away (``gone_at``), measured inside the server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -122,10 +123,9 @@ class Upstream:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
-            try:
+            # The client may go away mid-reply (watch records when).
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._send_reply(stream, conn, seen, b)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass  # the client went away mid-reply (watch records when)
             nursery.cancel_scope.cancel()
 
     async def _send_reply(

@@ -141,10 +141,10 @@ def install(app: Quart, auth: AuthService, sessions: SessionService, *, limit: i
         response.headers.update(_reply_headers(gen))
         return response
 
-    @route(app, "/v1/sessions/<session_id>/messages/<message_id>/stream", ["GET"], family="sg")
-    async def reattach(session_id: str, message_id: str) -> Response:
+    @route(app, "/v1/sessions/<session_id>/messages/<msg_id>/stream", ["GET"], family="sg")
+    async def reattach(session_id: str, msg_id: str) -> Response:
         principal = await auth.authenticate(bearer())
-        gen = await sessions.attach(principal, session_id, message_id)
+        gen = await sessions.attach(principal, session_id, msg_id)
         return sse_response(follow_reply(gen, heartbeat=heartbeat), _reply_headers(gen))
 
     @route(app, "/v1/sessions/<session_id>/stop", ["POST"], family="sg")

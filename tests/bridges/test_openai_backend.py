@@ -24,7 +24,7 @@ def _backend(base_url: str, model: str = "m", timeout_s: float = 5.0, **kw: str)
             base_url=base_url,
             timeout_s=timeout_s,
             models=(ModelEntry(model, model, model),),
-            **kw,  # type: ignore[arg-type]
+            **kw,
         )
     )
 
@@ -104,13 +104,17 @@ async def test_a_stream_breaking_midway_yields_what_came_first() -> None:
         up.default = Behaviour(break_after=2)
         got: list[str] = []
         entry = ModelEntry("m", "m", "m")
-        with pytest.raises(ApiError) as info:
+
+        async def read() -> None:
             async with contextlib.aclosing(
                 _backend(up.base_url).stream_chat(PROMPT, entry, 64, None)
             ) as items:
                 async for item in items:
                     assert isinstance(item, Delta)
                     got.append(item.text)
+
+        with pytest.raises(ApiError) as info:
+            await read()
         assert info.value.code is ErrorCode.BACKEND_ERROR
         assert got == ["Hello", " there"]
         assert "temperature" not in up.requests[0].body

@@ -126,15 +126,15 @@ async def read_sse(response: httpx.Response, sse: Sse, *, content_chunks: int | 
     """
     if sse.source is None:
         sse.source = response.aiter_text()
-    while not sse.done:
-        while "\n\n" in sse.buffer:
+    while True:
+        while "\n\n" in sse.buffer and not sse.done:
             block, sse.buffer = sse.buffer.split("\n\n", 1)
             feed(sse, block)
             with_content = [c for c in sse.chunks if c["choices"][0]["delta"].get("content")]
             if content_chunks is not None and len(with_content) >= content_chunks:
                 return sse
         if sse.done:
-            break
+            return sse
         try:
             sse.buffer += await sse.source.__anext__()
         except StopAsyncIteration:

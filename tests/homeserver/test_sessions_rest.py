@@ -65,7 +65,8 @@ async def test_create_get_and_send_a_message(api: Api) -> None:
         0,
     )
     assert s["metadata"] == {"project_id": "proj_123"}
-    assert ISO_MS.match(s["created_at"]) and ISO_MS.match(s["updated_at"])
+    assert ISO_MS.match(s["created_at"])
+    assert ISO_MS.match(s["updated_at"])
 
     r = await api.call(
         "POST", f"/v1/sessions/{s['id']}/messages", alice, json={"content": "what now?"}
@@ -141,7 +142,7 @@ async def test_unknown_model_is_model_not_found(api: Api) -> None:
                 "metadata": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}},
             },
             "metadata",
-        ),  # noqa: E501
+        ),
     ],
 )
 async def test_create_validation_names_the_field(

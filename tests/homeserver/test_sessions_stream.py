@@ -120,7 +120,8 @@ async def test_stop_closes_the_upstream_within_100ms_and_stores_cancelled(tmp_pa
         assert seen.gone_at - stopped_at < 0.1
         assert out["stopped"] is True
         assert (out["finish_reason"], out["content"]) == ("cancelled", "Hello there")
-        assert rest.done and rest.finish_reason == "cancelled"
+        assert rest.done
+        assert rest.finish_reason == "cancelled"
         stored = await stored_reply(env.api, env.user, sid)
         assert stored is not None
         assert (stored["content"], stored["finish_reason"]) == ("Hello there", "cancelled")
@@ -169,6 +170,7 @@ async def test_a_midway_failure_ends_the_stream_with_an_error(tmp_path: Path) ->
             assert stored["finish_reason"] == "error"
             assert stored["content"] == sse.text
         assert sse.text == "Hello"  # the malformed chunk came right after the first
+        assert stored is not None
         assert stored["content"] == "Hello"
 
 
@@ -220,7 +222,8 @@ async def test_heartbeat_comments_before_the_first_token(tmp_path: Path) -> None
         sid = await _session(env, "up/slow")
         async with _stream(env, sid) as r:
             sse = await read_sse(r, Sse())
-        assert sse.done and sse.text == "Hello there, friend"
+        assert sse.done
+        assert sse.text == "Hello there, friend"
         assert sse.comments
         assert set(sse.comments) == {"keepalive"}
         # Default 15 s: a fast reply carries none.
@@ -259,7 +262,8 @@ async def test_delete_stops_a_reply_and_keeps_it_for_audit(tmp_path: Path) -> No
             first = await read_sse(r, Sse(), content_chunks=2)
             envelope_ok(await env.api.call("DELETE", f"/v1/sessions/{sid}", env.user), 200)
             rest = await read_sse(r, first)
-        assert rest.done and rest.finish_reason == "cancelled"
+        assert rest.done
+        assert rest.finish_reason == "cancelled"
         with trio.fail_after(5):
             await env.upstream.requests[0].gone.wait()
 
