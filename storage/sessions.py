@@ -297,6 +297,14 @@ def recent_messages(conn: sqlite3.Connection, session_id: str, limit: int) -> li
     return [_message(r) for r in rows]
 
 
+def session_and_recent(
+    conn: sqlite3.Connection, session_id: str, limit: int
+) -> tuple[Session | None, list[SessionMessage]]:
+    """The session (deleted or not) and its newest ``limit`` messages, in one read."""
+    found = get_session(conn, session_id)
+    return found, ([] if found is None else recent_messages(conn, session_id, limit))
+
+
 def get_message(conn: sqlite3.Connection, message_id: str) -> SessionMessage | None:
     row = conn.execute(
         "SELECT * FROM session_messages WHERE message_id = ?", (message_id,)

@@ -103,22 +103,7 @@ class SessionService:
     async def _visible(self, principal: Principal, session_id: str) -> Session:
         if not ids.looks_like_id(session_id):
             raise _not_found()
-        found = await self._readers.read(store.get_session, session_id)
-        if found is None or found.deleted_at_ms is not None:
-            raise _not_found()
-        if found.owner_id == principal.participant_id:
-            return found
-        if principal.is_admin and principal.tenant_id == found.tenant_id:
-            return found
-        raise _not_found()
-
-    async def _owned(self, principal: Principal, session_id: str) -> Session:
-        found = await self._visible(principal, session_id)
-        if found.owner_id != principal.participant_id:
-            raise ApiError(
-                ErrorCode.AUTHZ_PERMISSION_DENIED, "only the session's owner may send messages"
-            )
-        return found
+        return _check_visible(principal, await self._readers.read(store.get_session, session_id))
 
     # -- CRUD -------------------------------------------------------------------------
 
@@ -199,7 +184,17 @@ class SessionService:
     async def send(self, principal: Principal, session_id: str, req: SendMessage) -> Generation:
         """Store the user message and start the reply; the caller follows the generation."""
         principal.require_scope(SCOPE_MODELS_USE)
-        found = await self._owned(principal, session_id)
+        if not ids.looks_like_id(session_id):
+            raise _not_found()
+        # One read for the session and the history a context cut starts from.
+        row, recent = await self._readers.read(
+            store.session_and_recent, session_id, CONTEXT_READ_LIMIT
+        )
+        found = _check_visible(principal, row)
+        if found.owner_id != principal.participant_id:
+            raise ApiError(
+                ErrorCode.AUTHZ_PERMISSION_DENIED, "only the session's owner may send messages"
+            )
         if found.status == "closed":
             raise ApiError(ErrorCode.SESSION_CLOSED, "the session is closed")
         sid = found.session_id
@@ -211,16 +206,15 @@ class SessionService:
             )
         self._reserved.add(sid)
         try:
-            return await self._start(found, req)
+            return await self._start(found, recent, req)
         finally:
             self._reserved.discard(sid)
 
-    async def _start(self, found: Session, req: SendMessage) -> Generation:
+    async def _start(
+        self, found: Session, recent: list[SessionMessage], req: SendMessage
+    ) -> Generation:
         model = self._models.get(found.model)
         max_tokens = min(req.max_tokens or model.max_output_tokens, model.max_output_tokens)
-        recent = await self._readers.read(
-            store.recent_messages, found.session_id, CONTEXT_READ_LIMIT
-        )
         history = [_counted(m) for m in recent if m.content]
         history.append(Counted(ChatMessage("user", req.content)))
         prompt = fit_context(
@@ -327,6 +321,17 @@ class SessionService:
             finish_reason=msg.finish_reason or "stop",
             usage=Usage(msg.prompt_tokens or 0, msg.completion_tokens or 0),
         )
+
+
+def _check_visible(principal: Principal, found: Session | None) -> Session:
+    """The session if ``principal`` may see it: its owner, or an admin of its tenant."""
+    if found is None or found.deleted_at_ms is not None:
+        raise _not_found()
+    if found.owner_id == principal.participant_id:
+        return found
+    if principal.is_admin and principal.tenant_id == found.tenant_id:
+        return found
+    raise _not_found()
 
 
 def _counted(m: SessionMessage) -> Counted:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from homeserver.app import Running
 from storage import db
 from tests.support import ISO_MS, Api, User, envelope_error, envelope_ok
@@ -43,7 +41,7 @@ async def _key(api: Api, user: User, scopes: list[str]) -> User:
 
 
 async def test_create_get_and_send_a_message(api: Api) -> None:
-    _, alice, _ = await _users(api)
+    alice = await api.register("alice")
     r = await api.call(
         "POST",
         "/v1/sessions",
@@ -99,7 +97,7 @@ async def test_create_get_and_send_a_message(api: Api) -> None:
 
 
 async def test_history_is_sent_to_the_model(api: Api) -> None:
-    _, alice, _ = await _users(api)
+    alice = await api.register("alice")
     s = await _session(api, alice)
     for text in ("one", "two three"):
         await api.ok("POST", f"/v1/sessions/{s['id']}/messages", alice, json={"content": text})
@@ -109,7 +107,7 @@ async def test_history_is_sent_to_the_model(api: Api) -> None:
 
 
 async def test_max_tokens_limits_the_reply(api: Api) -> None:
-    _, alice, _ = await _users(api)
+    alice = await api.register("alice")
     s = await _session(api, alice)
     reply = await api.ok(
         "POST",
@@ -121,68 +119,64 @@ async def test_max_tokens_limits_the_reply(api: Api) -> None:
 
 
 async def test_unknown_model_is_model_not_found(api: Api) -> None:
-    _, alice, _ = await _users(api)
+    alice = await api.register("alice")
     r = await api.call("POST", "/v1/sessions", alice, json={"model": "no/such"})
     envelope_error(r, 404, "MODEL_NOT_FOUND")
 
 
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({}, "model"),
-        ({"model": 3}, "model"),
-        ({"model": "dev/echo", "title": 5}, "title"),
-        ({"model": "dev/echo", "title": "t" * 201}, "title"),
-        ({"model": "dev/echo", "system_prompt": "s" * 40000}, "system_prompt"),
-        ({"model": "dev/echo", "metadata": [1]}, "metadata"),
-        ({"model": "dev/echo", "metadata": {"k": "v" * 20000}}, "metadata"),
-        (
-            {
-                "model": "dev/echo",
-                "metadata": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}},
-            },
-            "metadata",
-        ),
-    ],
-)
-async def test_create_validation_names_the_field(
-    api: Api, body: dict[str, object], field: str
-) -> None:
-    _, alice, _ = await _users(api)
-    r = await api.call("POST", "/v1/sessions", alice, json=body)
-    err = envelope_error(r, 422, "VALIDATION_ERROR")
-    assert err["message"].startswith(field), err
+CREATE_REFUSALS: list[tuple[dict[str, object], str]] = [
+    ({}, "model"),
+    ({"model": 3}, "model"),
+    ({"model": "dev/echo", "title": 5}, "title"),
+    ({"model": "dev/echo", "title": "t" * 201}, "title"),
+    ({"model": "dev/echo", "system_prompt": "s" * 40000}, "system_prompt"),
+    ({"model": "dev/echo", "metadata": [1]}, "metadata"),
+    ({"model": "dev/echo", "metadata": {"k": "v" * 20000}}, "metadata"),
+    (
+        {
+            "model": "dev/echo",
+            "metadata": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}},
+        },
+        "metadata",
+    ),
+]
+
+SEND_REFUSALS: list[tuple[dict[str, object], str]] = [
+    ({}, "content"),
+    ({"content": ""}, "content"),
+    ({"content": "é" * 40000}, "content"),  # 80 000 bytes
+    ({"content": "hi", "max_tokens": 0}, "max_tokens"),
+    ({"content": "hi", "max_tokens": 32769}, "max_tokens"),
+    ({"content": "hi", "max_tokens": True}, "max_tokens"),
+    ({"content": "hi", "temperature": 2.5}, "temperature"),
+    ({"content": "hi", "temperature": -0.1}, "temperature"),
+    ({"content": "hi", "temperature": "hot"}, "temperature"),
+    ({"content": "hi", "stream": "yes"}, "stream"),
+]
 
 
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        ({}, "content"),
-        ({"content": ""}, "content"),
-        ({"content": "é" * 40000}, "content"),  # 80 000 bytes
-        ({"content": "hi", "max_tokens": 0}, "max_tokens"),
-        ({"content": "hi", "max_tokens": 32769}, "max_tokens"),
-        ({"content": "hi", "max_tokens": True}, "max_tokens"),
-        ({"content": "hi", "temperature": 2.5}, "temperature"),
-        ({"content": "hi", "temperature": -0.1}, "temperature"),
-        ({"content": "hi", "temperature": "hot"}, "temperature"),
-        ({"content": "hi", "stream": "yes"}, "stream"),
-    ],
-)
-async def test_send_validation_names_the_field(
-    api: Api, body: dict[str, object], field: str
-) -> None:
-    _, alice, _ = await _users(api)
+async def test_create_validation_names_the_field(api: Api) -> None:
+    alice = await api.register("alice")
+    for body, field in CREATE_REFUSALS:
+        r = await api.call("POST", "/v1/sessions", alice, json=body)
+        err = envelope_error(r, 422, "VALIDATION_ERROR")
+        assert err["message"].startswith(field), (body, err)
+    assert (await api.ok("GET", "/v1/sessions", alice))["items"] == []
+
+
+async def test_send_validation_names_the_field(api: Api) -> None:
+    alice = await api.register("alice")
     s = await _session(api, alice)
-    r = await api.call("POST", f"/v1/sessions/{s['id']}/messages", alice, json=body)
-    err = envelope_error(r, 422, "VALIDATION_ERROR")
-    assert err["message"].startswith(field), err
+    for body, field in SEND_REFUSALS:
+        r = await api.call("POST", f"/v1/sessions/{s['id']}/messages", alice, json=body)
+        err = envelope_error(r, 422, "VALIDATION_ERROR")
+        assert err["message"].startswith(field), (body, err)
     full = await api.ok("GET", f"/v1/sessions/{s['id']}", alice)
     assert full["messages"] == []  # nothing stored for a refused request
 
 
 async def test_malformed_json_is_validation_error(api: Api) -> None:
-    _, alice, _ = await _users(api)
+    alice = await api.register("alice")
     r = await api.call(
         "POST",
         "/v1/sessions",
@@ -194,7 +188,7 @@ async def test_malformed_json_is_validation_error(api: Api) -> None:
 
 
 async def test_auth_and_scope(api: Api) -> None:
-    _, alice, _ = await _users(api)
+    alice = await api.register("alice")
     envelope_error(await api.call("GET", "/v1/sessions"), 401, "AUTH_TOKEN_MISSING")
     bad = User("?", "swa_nope", "", "x")
     envelope_error(await api.call("GET", "/v1/sessions", bad), 401, "AUTH_TOKEN_INVALID")
@@ -261,7 +255,7 @@ async def test_list_own_and_tenant_scope_with_paging(api: Api) -> None:
 
 
 async def test_patch_fields_and_refusals(api: Api) -> None:
-    _, alice, _ = await _users(api)
+    alice = await api.register("alice")
     s = await _session(api, alice, title="t", system_prompt="p", metadata={"a": 1})
     sid = s["id"]
     out = await api.ok(
@@ -321,7 +315,7 @@ async def test_soft_delete_keeps_rows_for_audit(api: Api, server: Running) -> No
 
 
 async def test_unknown_ids_are_not_found(api: Api) -> None:
-    _, alice, _ = await _users(api)
+    alice = await api.register("alice")
     envelope_error(await api.call("GET", "/v1/sessions/sess_nope", alice), 404, "SESSION_NOT_FOUND")
     envelope_error(
         await api.call("GET", "/v1/sessions/%20bad%20id", alice), 404, "SESSION_NOT_FOUND"
@@ -334,14 +328,14 @@ async def test_unknown_ids_are_not_found(api: Api) -> None:
 
 
 async def test_stop_without_a_reply_in_progress(api: Api) -> None:
-    _, alice, _ = await _users(api)
+    alice = await api.register("alice")
     s = await _session(api, alice)
     out = await api.ok("POST", f"/v1/sessions/{s['id']}/stop", alice)
     assert out == {"id": s["id"], "stopped": False, "message_id": None}
 
 
 async def test_reattach_to_a_finished_reply_replays_it(api: Api) -> None:
-    _, alice, _ = await _users(api)
+    alice = await api.register("alice")
     s = await _session(api, alice)
     reply = await api.ok(
         "POST", f"/v1/sessions/{s['id']}/messages", alice, json={"content": "again"}
