@@ -222,6 +222,26 @@ class SessionService:
         )
         user_id, reply_id = ids.random_id(ids.SESSION_MESSAGE), ids.random_id(ids.SESSION_MESSAGE)
         now = self._clock()
+        assert self._nursery is not None, "SessionService.run is not running"
+        # Shielded: once the user message (and the reply marked generating) is stored,
+        # the generation must start even if the client has already gone away.
+        with trio.CancelScope(shield=True):
+            gen = await self._store_and_start(
+                found, user_id, reply_id, now, req, prompt, max_tokens
+            )
+        return gen
+
+    async def _store_and_start(
+        self,
+        found: Session,
+        user_id: str,
+        reply_id: str,
+        now: int,
+        req: SendMessage,
+        prompt: list[ChatMessage],
+        max_tokens: int,
+    ) -> Generation:
+        assert self._nursery is not None
         try:
             await self._writer.write(
                 lambda conn: store.add_user_message_txn(
@@ -238,7 +258,6 @@ class SessionService:
             raise _not_found() from None
         gen = Generation(found.session_id, reply_id, user_id, found.model, now // 1000)
         self._active[found.session_id] = gen
-        assert self._nursery is not None, "SessionService.run is not running"
         self._nursery.start_soon(self._generate, gen, prompt, max_tokens, req.temperature)
         return gen
 

@@ -40,6 +40,7 @@ def _dead_port() -> int:
 
 def models_for(up: Upstream) -> ModelsSettings:
     entries = tuple(ModelEntry(f"up/{name}", name, name) for name in BEHAVIOURS)
+    entries += (ModelEntry("up/tiny", "fast", "tiny", context_window=400, max_output_tokens=100),)
     return ModelsSettings(
         dev_echo=True,
         dev_echo_delay_ms=1,

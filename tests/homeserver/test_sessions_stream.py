@@ -296,3 +296,34 @@ async def test_a_reply_interrupted_by_a_restart_is_closed_on_start(tmp_path: Pat
         ("user", None),
         ("assistant", "error"),
     ]
+
+
+async def test_history_is_cut_to_the_model_context_window(tmp_path: Path) -> None:
+    async with session_env(tmp_path / "d") as env:
+        data = await env.api.ok(
+            "POST",
+            "/v1/sessions",
+            env.user,
+            status=201,
+            json={"model": "up/tiny", "system_prompt": "sys"},
+        )
+        sid = data["id"]
+        for i in range(5):
+            await env.api.ok(
+                "POST", f"/v1/sessions/{sid}/messages", env.user, json={"content": f"{i}" * 200}
+            )
+        # Budget 400 - 100 = 300 tokens: system 5, each user message 54, each reply 7
+        # (the upstream's reported completion_tokens). The fifth prompt would cost 303, so
+        # the oldest user message goes, then its reply (a prompt starts on a user turn).
+        sent = env.upstream.requests[-1].body["messages"]
+        assert sent[0] == {"role": "system", "content": "sys"}
+        assert [m["role"] for m in sent[1:]] == ["user", "assistant"] * 3 + ["user"]
+        assert sent[1]["content"] == "1" * 200
+        assert sent[-1]["content"] == "4" * 200
+        assert len(env.upstream.requests[-2].body["messages"]) == 1 + 7  # all fitted before
+        r = await env.api.call(
+            "POST", f"/v1/sessions/{sid}/messages", env.user, json={"content": "z" * 1200}
+        )
+        assert envelope_error(r, 422, "VALIDATION_ERROR")["message"].startswith("content")
+        after = await env.api.ok("GET", f"/v1/sessions/{sid}", env.user)
+        assert after["message_count"] == 10  # the refused message was not stored
