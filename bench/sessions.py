@@ -4,7 +4,7 @@ Run by hand (bounded: each scenario has a deadline; the whole run takes well und
 
     .venv/bin/python bench/sessions.py first-byte --requests 300
     .venv/bin/python bench/sessions.py streams --streams 500 --words 200
-    .venv/bin/python bench/sessions.py streams --streams 500 --words 100 --delay-ms 20
+    .venv/bin/python bench/sessions.py streams --streams 500 --words 100 --delay-ms 50
     .venv/bin/python bench/sessions.py all [--json bench/results/sessions.jsonl]
 
 The server is ``homeserver serve --dev --port 0`` in a subprocess pinned to CPU 0 (taskset),
@@ -243,7 +243,7 @@ def main() -> int:
     plan = {
         "first-byte": [("first-byte", args.delay_ms)],
         "streams": [("streams", args.delay_ms)],
-        "all": [("first-byte", 0), ("streams", 0), ("streams", 20)],
+        "all": [("first-byte", 0), ("streams", 0), ("streams", 50)],
     }[args.scenario]
     for name, delay in plan:
         out = run_scenario(args, name, delay)

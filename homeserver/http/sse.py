@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
+import trio
 from quart import Response
 
 from homeserver.errors import error_event
 from homeserver.sessions import Generation
 from protocol.errors import Family
 from protocol.sse import DONE, KEEPALIVE, chunk, encode_data, encode_error
+
+COALESCE_S = 0.005  # the most a delta waits for company before it is written
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -47,17 +50,26 @@ def _end(gen: Generation, family: Family) -> bytes:
 
 
 async def follow_reply(
-    gen: Generation, *, heartbeat: float, family: Family = "sg"
+    gen: Generation, *, heartbeat: float, family: Family = "sg", coalesce: float = COALESCE_S
 ) -> AsyncGenerator[bytes, None]:
-    """The SSE body for ``gen``: everything so far, then live, then the end."""
+    """The SSE body for ``gen``: everything so far, then live, then the end.
+
+    Deltas that arrive less than ``coalesce`` seconds after the previous write go out
+    together in the next one (still one chunk each): a very fast model costs one
+    socket write per ``coalesce`` per stream, not one per token.
+    """
     yield encode_data(chunk(gen.message_id, gen.created, gen.model, role="assistant", content=""))
     index = 0
+    last_write = trio.current_time()
     while True:
         ready = await gen.wait_beyond(index, heartbeat)
         if not ready:
             if index == 0:
                 yield KEEPALIVE
             continue
+        wait = last_write + coalesce - trio.current_time()
+        if wait > 0 and not gen.finished:
+            await trio.sleep(wait)
         new = gen.parts[index:]
         index += len(new)
         out = b"".join(
@@ -68,3 +80,4 @@ async def follow_reply(
             return
         if out:
             yield out
+            last_write = trio.current_time()
