@@ -6,7 +6,8 @@ speaking HTTP/1.1 (h11) and real SSE, with knobs per model id.
 streamed and the delay between them, a stream that breaks midway (the socket
 closes without ending the chunked body), a malformed chunk, a stream that
 stops sending (``hang_after``) until its client goes away, and whether usage is
-reported. Every request is recorded with its body, its headers and the trio
+reported, and a gate (``gate_after``) that holds the rest of a stream until the test
+opens ``Upstream.gate``. Every request is recorded with its body, its headers and the trio
 time at which its client went away (``gone_at``), measured inside the server.
 """
 
@@ -32,6 +33,7 @@ class Behaviour:
     break_after: int | None = None  # close the socket after this many chunks
     malformed_after: int | None = None  # send a non-JSON chunk after this many
     hang_after: int | None = None  # stop sending after this many chunks, until the client goes
+    gate_after: int | None = None  # after this many chunks, wait for Upstream.gate to be set
     usage: tuple[int, int] | None = (11, 3)  # reported usage, or None
     finish_reason: str = "stop"
     send_done: bool = True
@@ -58,6 +60,7 @@ class Upstream:
         self.requests: list[Seen] = []
         self.port = 0
         self.new_request = trio.Event()
+        self.gate = trio.Event()  # opens every gate_after stream
 
     @property
     def base_url(self) -> str:
@@ -148,6 +151,8 @@ class Upstream:
                 return
             if b.hang_after is not None and i == b.hang_after:
                 await trio.sleep_forever()
+            if b.gate_after is not None and i == b.gate_after:
+                await self.gate.wait()
             if b.malformed_after is not None and i == b.malformed_after:
                 await self._event(stream, conn, "{not json")
                 seen.chunks_sent += 1

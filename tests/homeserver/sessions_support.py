@@ -20,7 +20,7 @@ from tests.support_upstream import Behaviour, Upstream, running_upstream
 # slug -> (upstream model id, behaviour); all served by the backend "up".
 BEHAVIOURS: dict[str, Behaviour] = {
     "fast": Behaviour(),
-    "words": Behaviour(words=tuple(f" w{i}" for i in range(8)), token_delay=0.05),
+    "words": Behaviour(words=tuple(f" w{i}" for i in range(8)), gate_after=2),
     "hang": Behaviour(hang_after=2),
     "break": Behaviour(break_after=2),
     "malformed": Behaviour(malformed_after=1),
@@ -45,7 +45,7 @@ def models_for(up: Upstream) -> ModelsSettings:
         dev_echo=True,
         dev_echo_delay_ms=1,
         backends=(
-            BackendSettings(name="up", base_url=up.base_url, timeout_s=5, models=entries),
+            BackendSettings(name="up", base_url=up.base_url, timeout_s=60, models=entries),
             BackendSettings(
                 name="short",
                 base_url=up.base_url,

@@ -77,7 +77,9 @@ async def test_a_disconnect_mid_reply_still_stores_the_whole_reply(tmp_path: Pat
         sid = await _session(env, "up/words")
         async with _stream(env, sid) as r:
             seen = await read_sse(r, Sse(), content_chunks=2)
-        assert not seen.done  # we left early
+        assert not seen.done  # we left early, with the upstream held at its gate
+        assert await stored_reply(env.api, env.user, sid) is None
+        env.upstream.gate.set()
         reply = await _wait_stored(env, sid)
         assert reply["content"] == "".join(f" w{i}" for i in range(8))
         assert reply["finish_reason"] == "stop"
@@ -96,7 +98,10 @@ async def test_reattach_replays_then_follows_live(tmp_path: Path) -> None:
             "GET", f"/v1/sessions/{sid}/messages/{message_id}/stream", headers=env.user.auth
         ) as again:
             assert again.status_code == 200
-            whole = await read_sse(again, Sse())
+            replayed = await read_sse(again, Sse(), content_chunks=2)
+            assert replayed.text == early.text  # what was sent so far...
+            env.upstream.gate.set()
+            whole = await read_sse(again, replayed)  # ...then live
         assert whole.done
         assert whole.text.startswith(early.text)
         assert whole.text == "".join(f" w{i}" for i in range(8))
