@@ -6,16 +6,19 @@ Run by hand (bounded: each scenario has a deadline; the whole run takes well und
     .venv/bin/python bench/sessions.py streams --streams 500 --words 200
     .venv/bin/python bench/sessions.py streams --streams 500 --words 100 --delay-ms 50
     .venv/bin/python bench/sessions.py all [--json bench/results/sessions.jsonl]
+    .venv/bin/python bench/sessions.py sweep --sweep 100,200,300 --words 100 --delay-ms 50
 
 The server is ``homeserver serve --dev --port 0`` in a subprocess pinned to CPU 0 (taskset),
 with ``dev/echo`` at ``--delay-ms`` (0 by default) and ``db_synchronous`` = ``--sync``; this
 process (CPU 1) speaks raw HTTP/1.1 over trio sockets so the client adds as little as possible.
 
 ``first-byte``: sequential ``POST /v1/sessions/{id}/messages {stream: true}`` on fresh
-connections; the clock starts after connect, just before the request is written, and stops
-at the first response byte (status line, headers and the role chunk leave together) and at
-the first content delta. With dev/echo at 0 ms, everything measured is the server's own
-work: auth, two reads, the user message's durable write, starting the generation task.
+connections, ten messages per session. The clock starts after connect, just before the
+request is written, and stops at the first response byte (status line, headers and the
+role chunk leave together) and at the first content delta. With dev/echo at 0 ms, all of
+it is the server's own work: auth, one read, the user message's write, starting the
+generation. ``GET /health`` timed the same way after each request is the HTTP stack's
+own share (it differs from run to run with the machine's load).
 
 ``streams``: N sessions stream at once. Every stream is a reply of ``--words`` + 1 deltas.
 Per stream, the gap between successive reads that carried content is recorded; the p99 gap
@@ -44,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(r"^homeserver listening on http://127\.0\.0\.1:(\d+)\s*$")
 CONTENT = b'"delta":{"content":'
 DONE = b"data: [DONE]"
+TURNS = 10
 
 
 class Server:
@@ -147,20 +151,35 @@ async def one_reply(port: int, raw: bytes) -> dict[str, Any]:
     }
 
 
+async def health_first_byte(port: int) -> float:
+    """ms to the first byte of ``GET /health`` on a fresh connection (the HTTP stack alone)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        t0 = time.perf_counter()
+        await stream.send_all(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        await stream.receive_some(65536)
+        return (time.perf_counter() - t0) * 1000
+
+
 async def first_byte(port: int, requests: int) -> dict[str, Any]:
-    token, (sid,) = await setup(port, 1)
-    firsts, contents = [], []
+    token, sids = await setup(port, (requests + 30) // TURNS + 1)
+    firsts, contents, health = [], [], []
     with trio.fail_after(120):
         for i in range(requests + 30):
+            sid = sids[i // TURNS]  # conversations of TURNS messages
             got = await one_reply(port, request(token, sid, f"ping {i}"))
             assert got["ok"], got
+            baseline = await health_first_byte(port)
             if i >= 30:  # warm-up
                 firsts.append((got["first"] - got["t0"]) * 1000)
                 contents.append((got["first_content"] - got["t0"]) * 1000)
+                health.append(baseline)
     return {
         "requests": requests,
         "first_byte_ms": {"p50": pct(firsts, 0.5), "p99": pct(firsts, 0.99)},
         "first_content_ms": {"p50": pct(contents, 0.5), "p99": pct(contents, 0.99)},
+        "health_first_byte_ms": {"p50": pct(health, 0.5), "p99": pct(health, 0.99)},
+        "load_average": os.getloadavg(),
     }
 
 
@@ -205,6 +224,8 @@ async def streams(port: int, n: int, words: int, delay_ms: int, server: Server) 
         "first_content_p99_ms": pct(
             [(r["content_reads"][0] - r["t0"]) * 1000 for r in results], 0.99
         ),
+        "server_cpu_us_per_delta": cpu / max(1, chunks) * 1e6,
+        "load_average": os.getloadavg(),
     }
 
 
@@ -230,7 +251,8 @@ def run_scenario(args: argparse.Namespace, name: str, delay_ms: int) -> dict[str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("scenario", choices=["first-byte", "streams", "all"])
+    parser.add_argument("scenario", choices=["first-byte", "streams", "all", "sweep"])
+    parser.add_argument("--sweep", default="100,200,300,500", help="stream counts for sweep")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--streams", type=int, default=500)
     parser.add_argument("--words", type=int, default=200)
@@ -244,8 +266,12 @@ def main() -> int:
         "first-byte": [("first-byte", args.delay_ms)],
         "streams": [("streams", args.delay_ms)],
         "all": [("first-byte", 0), ("streams", 0), ("streams", 50)],
+        "sweep": [("streams", args.delay_ms)],
     }[args.scenario]
-    for name, delay in plan:
+    counts = [int(n) for n in args.sweep.split(",")] if args.scenario == "sweep" else [0]
+    for name, delay in plan * len(counts):
+        if args.scenario == "sweep":
+            args.streams = counts.pop(0)
         out = run_scenario(args, name, delay)
         print(json.dumps(out, indent=1, default=str))
         if args.json:

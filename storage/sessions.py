@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,22 +287,38 @@ def list_messages(conn: sqlite3.Connection, session_id: str) -> list[SessionMess
     return [_message(r) for r in rows]
 
 
-def recent_messages(conn: sqlite3.Connection, session_id: str, limit: int) -> list[SessionMessage]:
-    """The newest ``limit`` messages, oldest first (what a context cut starts from)."""
+def recent_messages(
+    conn: sqlite3.Connection, session_id: str, limit: int, max_cost: int | None = None
+) -> list[SessionMessage]:
+    """The newest ``limit`` messages, oldest first (what a context cut starts from).
+
+    With ``max_cost``, older messages stop once the newest ones already cost more than
+    that many tokens (stored count + 4 per message, as :mod:`protocol.context` counts):
+    those could not fit a prompt of that budget anyway.
+    """
     rows = conn.execute(
-        "SELECT * FROM (SELECT * FROM session_messages WHERE session_id = ?"
-        " ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-        (session_id, limit),
+        "SELECT * FROM (SELECT *, SUM(CASE WHEN content = '' THEN 0"
+        " ELSE COALESCE(tokens, LENGTH(content) / 4 + 1) + 4 END)"
+        " OVER (ORDER BY seq DESC) AS cost FROM session_messages WHERE session_id = ?"
+        " ORDER BY seq DESC LIMIT ?) WHERE cost <= ? ORDER BY seq",
+        (session_id, limit, max_cost if max_cost is not None else 2**62),
     ).fetchall()
     return [_message(r) for r in rows]
 
 
 def session_and_recent(
-    conn: sqlite3.Connection, session_id: str, limit: int
+    conn: sqlite3.Connection,
+    session_id: str,
+    limit: int,
+    max_cost_for: Callable[[Session], int | None] | None = None,
 ) -> tuple[Session | None, list[SessionMessage]]:
-    """The session (deleted or not) and its newest ``limit`` messages, in one read."""
+    """The session (deleted or not) and its recent messages (:func:`recent_messages`),
+    in one read; ``max_cost_for(session)`` gives the token budget to stop at."""
     found = get_session(conn, session_id)
-    return found, ([] if found is None else recent_messages(conn, session_id, limit))
+    if found is None:
+        return None, []
+    max_cost = max_cost_for(found) if max_cost_for is not None else None
+    return found, recent_messages(conn, session_id, limit, max_cost)
 
 
 def get_message(conn: sqlite3.Connection, message_id: str) -> SessionMessage | None:

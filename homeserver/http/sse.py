@@ -60,7 +60,7 @@ async def follow_reply(
     """
     yield encode_data(chunk(gen.message_id, gen.created, gen.model, role="assistant", content=""))
     index = 0
-    last_write = trio.current_time()
+    last_write = -coalesce  # the first delta never waits
     while True:
         ready = await gen.wait_beyond(index, heartbeat)
         if not ready:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from bridges.models import ChatModels, Delta, Finish
+from conf.sections import ModelEntry
 from homeserver.auth import SCOPE_MODELS_USE, Principal
 from homeserver.clock import WallClock
 from homeserver.database import Readers, Writer
@@ -188,7 +189,7 @@ class SessionService:
             raise _not_found()
         # One read for the session and the history a context cut starts from.
         row, recent = await self._readers.read(
-            store.session_and_recent, session_id, CONTEXT_READ_LIMIT
+            store.session_and_recent, session_id, CONTEXT_READ_LIMIT, self._budget_for(req)
         )
         found = _check_visible(principal, row)
         if found.owner_id != principal.participant_id:
@@ -210,11 +211,25 @@ class SessionService:
         finally:
             self._reserved.discard(sid)
 
+    def _max_tokens(self, model: ModelEntry, req: SendMessage) -> int:
+        return min(req.max_tokens or model.max_output_tokens, model.max_output_tokens)
+
+    def _budget_for(self, req: SendMessage) -> Callable[[Session], int | None]:
+        """The prompt budget of a session's model (None: unknown model, refused later)."""
+
+        def budget(session: Session) -> int | None:
+            if not self._models.has(session.model):
+                return None
+            model = self._models.get(session.model)
+            return budget_for(model.context_window, self._max_tokens(model, req))
+
+        return budget
+
     async def _start(
         self, found: Session, recent: list[SessionMessage], req: SendMessage
     ) -> Generation:
         model = self._models.get(found.model)
-        max_tokens = min(req.max_tokens or model.max_output_tokens, model.max_output_tokens)
+        max_tokens = self._max_tokens(model, req)
         history = [_counted(m) for m in recent if m.content]
         history.append(Counted(ChatMessage("user", req.content)))
         prompt = fit_context(
