@@ -13,6 +13,7 @@ this generator and the reply carries on in its own task.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator
 
 import trio
@@ -62,7 +63,8 @@ async def follow_reply(
     index = 0
     last_write = -coalesce  # the first delta never waits
     while True:
-        ready = await gen.wait_beyond(index, heartbeat)
+        # Heartbeats only until the first token.
+        ready = await gen.wait_beyond(index, heartbeat if index == 0 else math.inf)
         if not ready:
             if index == 0:
                 yield KEEPALIVE

@@ -10,6 +10,7 @@ reader that goes away changes nothing for the generation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import trio
@@ -84,6 +85,9 @@ class Generation:
     async def wait_beyond(self, index: int, seconds: float) -> bool:
         """Wait for a part past ``index`` or the end; ``False`` after ``seconds``."""
         if len(self.parts) > index or self.finished:
+            return True
+        if seconds == math.inf:  # no deadline: no cancel scope to set up and tear down
+            await self._wake.wait()
             return True
         with trio.move_on_after(seconds):
             await self._wake.wait()
