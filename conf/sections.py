@@ -121,6 +121,15 @@ class AiSettings:
     chunk_interval_ms: int = 50
 
 
+@dataclass(frozen=True, slots=True)
+class SessionsSettings:
+    """``[sessions]``: ScaiGrid sessions (CONTRACT 11)."""
+
+    heartbeat_seconds: float = 15.0
+    max_generations: int = 1024
+    max_per_participant: int = 10000
+
+
 _MODEL_KEYS = {"slug", "upstream_id", "display_name", "context_window", "max_output_tokens"}
 _MODEL_KEYS |= {"modality"}
 _BACKEND_KEYS = {"name", "base_url", "api_key", "api_key_env", "timeout_s", "models"}
@@ -213,6 +222,27 @@ def ai_section(value: object, label: str = "ai") -> AiSettings:
     )
 
 
+def sessions_section(value: object, label: str = "sessions") -> SessionsSettings:
+    if isinstance(value, SessionsSettings):
+        return value
+    t = _table(value, label, {"heartbeat_seconds", "max_generations", "max_per_participant"})
+    return SessionsSettings(
+        heartbeat_seconds=_float(
+            t.get("heartbeat_seconds", 15.0), f"{label}.heartbeat_seconds", 0, 3600
+        ),
+        max_generations=_int(
+            t.get("max_generations", 1024), f"{label}.max_generations", 1, 100_000
+        ),
+        max_per_participant=_int(
+            t.get("max_per_participant", 10000), f"{label}.max_per_participant", 1, 10_000_000
+        ),
+    )
+
+
+def default_sessions() -> SessionsSettings:
+    return SessionsSettings()
+
+
 def default_models() -> ModelsSettings:
     return ModelsSettings()
 
@@ -227,8 +257,11 @@ __all__ = [
     "ModelEntry",
     "ModelsSettings",
     "SectionError",
+    "SessionsSettings",
     "ai_section",
     "default_ai",
     "default_models",
+    "default_sessions",
     "models_section",
+    "sessions_section",
 ]

@@ -22,10 +22,13 @@ from conf.sections import (
     AiSettings,
     ModelsSettings,
     SectionError,
+    SessionsSettings,
     ai_section,
     default_ai,
     default_models,
+    default_sessions,
     models_section,
+    sessions_section,
 )
 
 ENV_PREFIX = "HOMESERVER_"
@@ -86,6 +89,7 @@ class Settings:
     # Nested tables ([models] with [[models.backends]], [ai]): conf/sections.py.
     models: ModelsSettings = field(default_factory=default_models)
     ai: AiSettings = field(default_factory=default_ai)
+    sessions: SessionsSettings = field(default_factory=default_sessions)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -185,6 +189,7 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         "max_members_per_room": _int(1, 1_000_000),
         "models": _Spec("section"),
         "ai": _Spec("section"),
+        "sessions": _Spec("section"),
     }
 )
 
@@ -253,6 +258,7 @@ def _check_overrides(spec: _Spec, value: object, label: str) -> Mapping[str, int
 _SECTION_PARSERS: Mapping[str, Callable[[object, str], object]] = {
     "models": models_section,
     "ai": ai_section,
+    "sessions": sessions_section,
 }
 
 

@@ -40,6 +40,7 @@ from homeserver.relations import RelationService
 from homeserver.revocation import RevocationWatcher
 from homeserver.rooms import RoomService
 from homeserver.roomstate import RoomStateService
+from homeserver.sessions import SessionLimits, SessionService
 from homeserver.stream.connection import (
     Registry,
     StreamSettings,
@@ -168,6 +169,7 @@ class _Graph:
     scrubber: Checkpointer
     registry: Registry
     revocations: RevocationWatcher
+    sessions: SessionService
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -270,6 +272,17 @@ def _build(
     )
     media.prepare()
     models = build_models(settings)
+    sessions = SessionService(
+        writer,
+        readers,
+        models,
+        clock,
+        SessionLimits(
+            heartbeat_seconds=settings.sessions.heartbeat_seconds,
+            max_generations=settings.sessions.max_generations,
+            max_per_participant=settings.sessions.max_per_participant,
+        ),
+    )
     quart_app = build_app(
         settings,
         auth=auth,
@@ -282,12 +295,15 @@ def _build(
         typing=typing,
         media=media,
         models=models,
+        sessions=sessions,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
     registry = Registry()
     revocations = RevocationWatcher(readers, registry)
     auth.on_revoked = revocations.wake
-    return _Graph(hub, quart_app, bridge, presence, typing, scrubber, registry, revocations)
+    return _Graph(
+        hub, quart_app, bridge, presence, typing, scrubber, registry, revocations, sessions
+    )
 
 
 async def run(
@@ -376,6 +392,7 @@ async def _serve(
         await nursery.start(graph.typing.run)
         await nursery.start(graph.scrubber.run)
         await nursery.start(graph.revocations.run)
+        await nursery.start(graph.sessions.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)

@@ -93,3 +93,8 @@ _CITED = re.compile(r"\[\^(\d{1,4})\]")
 def cited_markers(text: str) -> list[str]:
     """The ``[^n]`` markers an answer contains, in first-appearance order."""
     return list(dict.fromkeys(_CITED.findall(text)))
+
+
+def estimate_usage(messages: Sequence[ChatMessage], reply: str) -> Usage:
+    """Usage when the backend reports none: the prompt and the reply, estimated."""
+    return Usage(estimate_prompt_tokens(messages), estimate_tokens(reply))

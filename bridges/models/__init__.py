@@ -2,6 +2,7 @@
 
 from bridges.models.base import ChatModels, Delta, Finish, ModelBackend, StreamItem
 from bridges.models.echo import ECHO_SLUG, EchoBackend
+from bridges.models.openai import OpenAIBackend
 from bridges.models.registry import ModelRegistry, build_registry
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "Finish",
     "ModelBackend",
     "ModelRegistry",
+    "OpenAIBackend",
     "StreamItem",
     "build_registry",
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bridges.models.base import ModelBackend, StreamItem
 from bridges.models.echo import ECHO_MODEL, EchoBackend
+from bridges.models.openai import OpenAIBackend
 from conf.sections import BackendSettings, ModelEntry, ModelsSettings
 from protocol.errors import ApiError, ErrorCode
 from protocol.llm import ChatMessage
@@ -60,13 +61,13 @@ def build_registry(
     dev_echo: bool,
     http_backend: HttpBackendFactory | None = None,
 ) -> ModelRegistry:
-    """The registry for ``settings``; ``http_backend`` builds OpenAI-compatible backends."""
+    """The registry for ``settings``. Each ``[[models.backends]]`` entry becomes an
+    :class:`OpenAIBackend` unless ``http_backend`` builds it (tests may swap it)."""
+    factory: HttpBackendFactory = http_backend or OpenAIBackend
     routes: list[tuple[ModelBackend, ModelEntry]] = []
     if dev_echo:
         routes.append((EchoBackend(settings.dev_echo_delay_ms), ECHO_MODEL))
     for backend_settings in settings.backends:
-        if http_backend is None:
-            raise ValueError("OpenAI-compatible backends need an http_backend factory")
-        backend = http_backend(backend_settings)
+        backend = factory(backend_settings)
         routes.extend((backend, model) for model in backend_settings.models)
     return ModelRegistry(routes)

@@ -16,6 +16,7 @@ from homeserver.http import (
     routes_models,
     routes_relations,
     routes_rooms,
+    routes_sessions,
     routes_state,
 )
 from homeserver.http.shim import install_fallbacks, json_response
@@ -25,6 +26,7 @@ from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
 from homeserver.roomstate import RoomStateService
+from homeserver.sessions import SessionService
 
 
 def build_app(
@@ -40,6 +42,7 @@ def build_app(
     typing: TypingService,
     media: MediaService | None = None,
     models: ModelRegistry | None = None,
+    sessions: SessionService | None = None,
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
@@ -79,4 +82,6 @@ def build_app(
         routes_media.install(app, auth, media)
     if models is not None:
         routes_models.install(app, auth, models)
+    if sessions is not None:
+        routes_sessions.install(app, auth, sessions, limit=limit)
     return app

@@ -1,0 +1,85 @@
+"""Server-sent events: a reply followed as OpenAI ``chat.completion.chunk`` lines.
+
+The body starts at once with a role chunk (so the client and any proxy see the
+stream open), then one chunk per delta as the generation produces them; while
+no token has come yet it carries a ``: keepalive`` comment every
+``heartbeat`` seconds. The end is a chunk with ``finish_reason`` and ``usage``
+(and, for a failure, ``finish_reason: "error"`` followed by an ``error`` event
+rendered by :func:`homeserver.errors.error_event`), then ``data: [DONE]``.
+
+The body only *reads* the generation: if the client goes away, Quart cancels
+this generator and the reply carries on in its own task.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncGenerator
+
+import trio
+from quart import Response
+
+from homeserver.errors import error_event
+from homeserver.sessions import Generation
+from protocol.errors import Family
+from protocol.sse import DONE, KEEPALIVE, chunk, encode_data, encode_error
+
+COALESCE_S = 0.005  # the most a delta waits for company before it is written
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+}
+
+
+def sse_response(body: AsyncGenerator[bytes, None], headers: dict[str, str]) -> Response:
+    response = Response(
+        body, status=200, content_type="text/event-stream", headers={**SSE_HEADERS, **headers}
+    )
+    response.timeout = None  # a reply may take longer than Quart's RESPONSE_TIMEOUT
+    return response
+
+
+def _end(gen: Generation, family: Family) -> bytes:
+    reason = "error" if gen.error is not None else gen.finish_reason
+    out = encode_data(
+        chunk(gen.message_id, gen.created, gen.model, finish_reason=reason, usage=gen.usage)
+    )
+    if gen.error is not None:
+        out += encode_error(error_event(gen.error, family))
+    return out + DONE
+
+
+async def follow_reply(
+    gen: Generation, *, heartbeat: float, family: Family = "sg", coalesce: float = COALESCE_S
+) -> AsyncGenerator[bytes, None]:
+    """The SSE body for ``gen``: everything so far, then live, then the end.
+
+    Deltas that arrive less than ``coalesce`` seconds after the previous write go out
+    together in the next one (still one chunk each): a very fast model costs one
+    socket write per ``coalesce`` per stream, not one per token.
+    """
+    yield encode_data(chunk(gen.message_id, gen.created, gen.model, role="assistant", content=""))
+    index = 0
+    last_write = -coalesce  # the first delta never waits
+    while True:
+        # Heartbeats only until the first token.
+        ready = await gen.wait_beyond(index, heartbeat if index == 0 else math.inf)
+        if not ready:
+            if index == 0:
+                yield KEEPALIVE
+            continue
+        wait = last_write + coalesce - trio.current_time()
+        if wait > 0 and not gen.finished:
+            await trio.sleep(wait)
+        new = gen.parts[index:]
+        index += len(new)
+        out = b"".join(
+            encode_data(chunk(gen.message_id, gen.created, gen.model, content=part)) for part in new
+        )
+        if gen.finished and index == len(gen.parts):
+            yield out + _end(gen, family)
+            return
+        if out:
+            yield out
+            last_write = trio.current_time()
