@@ -60,6 +60,8 @@ class Hub:
         self.position = 0
         # Told (participant_id, +1/-1) when a participant's connection count changes.
         self.on_connections: Callable[[Subscriber, int], None] = lambda sub, delta: None
+        # Shown every published batch after delivery (the AI runner); must never block.
+        self.observer: Callable[[Sequence[Event]], None] | None = None
         self.stats = HubStats()
 
     # -- membership ---------------------------------------------------------
@@ -122,6 +124,8 @@ class Hub:
             sub.deliver_events(items)
         if events:
             self.position = events[-1].stream_position
+            if self.observer is not None:
+                self.observer(events)
 
     def encoded(self, event_id: str) -> bytes | None:
         """The JSON of a recently published event (reused for acks), if still held."""

@@ -38,6 +38,8 @@ class SendRequest:
     event_uuid: str | None = None
     as_participant_id: str | None = None
     reply_to: str | None = None  # ScaiGrid /reply: the parent must exist in the room
+    # AI replies (homeserver.ai): the runner applies the AI's own per-room limit.
+    rate_exempt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +108,13 @@ class MessageService:
     async def _send_new(self, req: SendRequest) -> Event:
         sender = req.as_participant_id or req.caller
         validate_content(req.content, max_bytes=self._limits.max_content_bytes)
-        self._check_rate(req.caller)
+        if not req.rate_exempt:
+            self._check_rate(req.caller)
         try:
             event = await self._writer.write(self._send_txn, req, sender, self._clock())
         except ApiError:
-            self._limiter.refund(req.caller)
+            if not req.rate_exempt:
+                self._limiter.refund(req.caller)
             raise
         self.on_sent(event)
         return event

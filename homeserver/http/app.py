@@ -7,9 +7,11 @@ from quart_trio import QuartTrio
 
 from bridges.models import ModelRegistry
 from conf import Settings
+from homeserver.ai import AiParticipantService, AiRunner
 from homeserver.auth import AuthService
 from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http import (
+    routes_ai,
     routes_auth,
     routes_media,
     routes_messages,
@@ -40,6 +42,7 @@ def build_app(
     typing: TypingService,
     media: MediaService | None = None,
     models: ModelRegistry | None = None,
+    ai: tuple[AiParticipantService, AiRunner] | None = None,
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
@@ -79,4 +82,6 @@ def build_app(
         routes_media.install(app, auth, media)
     if models is not None:
         routes_models.install(app, auth, models)
+    if ai is not None:
+        routes_ai.install(app, auth, *ai, limit=limit, max_page=settings.history_max_limit)
     return app
