@@ -103,7 +103,9 @@ class AiRunner:
         self._ai[ai.participant_id] = ai
 
     def removed(self, ai_id: str) -> None:
-        for room_id in [r for r, ais in self._rooms.items() if ai_id in ais]:
+        rooms = {r for r, ais in self._rooms.items() if ai_id in ais}
+        rooms |= {d.room_id for d in self._book.alive_drafts() if d.ai_id == ai_id}
+        for room_id in rooms:
             self._apply(self._book.stop(room_id, ai_id))
             self._leave(room_id, ai_id)
         self._ai.pop(ai_id, None)
