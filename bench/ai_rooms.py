@@ -169,7 +169,11 @@ async def ai_load(asker: AiClient, room: str, ais: Sequence[str], seconds: float
     end = time.monotonic() + seconds
     rounds = 0
     while time.monotonic() < end:
-        await ask(asker, room, ais, c)
+        try:
+            await ask(asker, room, ais, c)
+        except TimeoutError:
+            asker.run.errors.append(f"answers not all ended within 60 s (round {rounds})")
+            return rounds
         rounds += 1
     return rounds
 
@@ -207,6 +211,12 @@ async def fanout(env: Env) -> dict[str, Any]:
                 "deliveries": deliveries,
                 "server_cpu_s": round(c1 - c0, 3),
                 "cpu_us_per_frame": round((c1 - c0) / max(frames, 1) * 1e6, 1),
+                "words_per_chunk": (
+                    round(sum(clients[0].chunk_words) / len(clients[0].chunk_words), 1)
+                    if clients[0].chunk_words
+                    else None
+                ),
+                "load_average_1m": os.getloadavg()[0],
                 "errors": run.errors[:3],
             }
             await lg.close_clients(run, clients)
@@ -239,7 +249,9 @@ async def p99(env: Env) -> dict[str, Any]:
         ]
         if phase == "with_ais":
             loads.append(ai_load(clients[1], ai_room, ais, opts.seconds, env.counter))
+        prof = lg.Profiler(opts.profile if phase == "with_ais" else None, pid, opts.seconds)
         results = await asyncio.gather(*loads)
+        prof.finish()
         await lg._until(lambda: run.deliveries >= run.sent * len(clients), 15)  # noqa: B023
         elapsed = (time.monotonic_ns() - t0) / 1e9
         c1 = cpu_seconds(pid)
@@ -254,6 +266,8 @@ async def p99(env: Env) -> dict[str, Any]:
             "chunk_deliveries_per_s": round(chunks / elapsed),
             "words_per_chunk": round(sum(words) / len(words), 1) if words else None,
             "server_cpu_pct": round((c1 - c0) / elapsed * 100, 1),
+            "dropped_connections": run.dropped,
+            "load_average_1m": os.getloadavg()[0],
             "errors": run.errors[:3],
         }
         words.clear()
@@ -273,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--delay-ms", type=int, default=5, help="dev/echo delay per word")
     p.add_argument("--interval-ms", type=int, default=100, help="ai.chunk_interval_ms")
     p.add_argument("--json", type=Path, help="append the result here")
+    p.add_argument("--profile", help="p99: py-spy raw profile of the server while AIs stream")
     opts = p.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {1})

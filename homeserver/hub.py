@@ -183,6 +183,21 @@ class Hub:
         self.stats.ephemeral_deliveries += count
         return count
 
+    def send_ephemeral_batch(
+        self, participant_ids: Iterable[str], payloads: Sequence[dict[str, object]]
+    ) -> int:
+        """Encode each payload once; every connection gets them all in one hand-over."""
+        if not payloads:
+            return 0
+        blob = b"".join(self._encode(orjson.dumps(p)) for p in payloads)
+        count = 0
+        for pid in participant_ids:
+            for sub in tuple(self._subs.get(pid, ())):
+                sub.deliver_ephemeral(blob)
+                count += 1
+        self.stats.ephemeral_deliveries += count * len(payloads)
+        return count
+
     # -- long-poll ----------------------------------------------------------
 
     def waiter(self, participant_id: str) -> trio.Event:

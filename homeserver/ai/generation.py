@@ -22,9 +22,9 @@ import trio
 from bridges.models.base import ChatModels, Delta, Finish
 from conf.sections import AiSettings
 from homeserver.ai.chunks import ChunkStream
+from homeserver.ai.pump import FramePump
 from homeserver.database import Readers
 from homeserver.errors import wire_error
-from homeserver.hub import Hub
 from homeserver.messages import MessageService, SendRequest
 from protocol.ai import (
     ContextLine,
@@ -37,7 +37,7 @@ from protocol.ai import (
 )
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import EventType
-from protocol.llm import ChatMessage, Usage
+from protocol.llm import ChatMessage, Usage, estimate_tokens
 from protocol.ratelimit import SlidingWindowLimiter, retry_after_seconds
 from storage import events as event_store
 from storage import participants as pstore
@@ -50,10 +50,39 @@ log = logging.getLogger("homeserver.ai")
 RATE_WINDOW = 60.0  # ai.rate_limit counts answers per room per minute
 
 
+class SharedContext:
+    """One context read per trigger, shared by every AI answering it at the same time
+    (50 AIs mentioned in one message read the room once, not 50 times)."""
+
+    def __init__(self, readers: Readers, count: int) -> None:
+        self._readers = readers
+        self._count = count
+        self._flights: dict[str, tuple[trio.Event, list[list[ContextLine]]]] = {}
+
+    async def lines(self, room_id: str, trigger_event_id: str) -> list[ContextLine]:
+        flight = self._flights.get(trigger_event_id)
+        if flight is not None:
+            done, box = flight
+            await done.wait()
+            if box:
+                return box[0]
+            # the first reader was cancelled: read for ourselves
+        done, box = trio.Event(), []
+        self._flights[trigger_event_id] = (done, box)
+        try:
+            box.append(
+                await self._readers.read(context_lines, room_id, trigger_event_id, self._count)
+            )
+            return box[0]
+        finally:
+            del self._flights[trigger_event_id]
+            done.set()
+
+
 @dataclass(frozen=True, slots=True)
 class Deps:
-    hub: Hub
-    readers: Readers
+    pump: FramePump
+    context: SharedContext
     messages: MessageService
     models: ChatModels
     limiter: trio.CapacityLimiter
@@ -74,7 +103,7 @@ def context_lines(
     if trigger is None or trigger.room_id != room_id:
         return []
     events = event_store.room_history(
-        conn, room_id, from_pos=trigger.stream_position + 1, direction="back", limit=count * 3 + 10
+        conn, room_id, from_pos=trigger.stream_position + 1, direction="back", limit=count * 2 + 10
     )
     picked = [
         e
@@ -111,7 +140,7 @@ async def run_draft(deps: Deps, draft: Draft, scope: trio.CancelScope) -> Outcom
     room_id, ai_id, draft_id = draft.room_id, draft.ai_id, draft.draft_id
 
     def send(frame: dict[str, Any]) -> None:
-        deps.hub.send_ephemeral(deps.hub.members_of(room_id), frame)
+        deps.pump.send(room_id, frame)
 
     chunks = ChunkStream(
         send,
@@ -134,7 +163,10 @@ async def run_draft(deps: Deps, draft: Draft, scope: trio.CancelScope) -> Outcom
         if scope.cancelled_caught:
             outcome, finish_reason = "cancelled", "cancelled"
         chunks.flush()
+        deps.pump.flush(room_id)  # every chunk reaches the members before the event
         body = chunks.text
+        if outcome != "done":  # no usage from the backend: estimate what was generated
+            usage = Usage(usage.prompt_tokens, estimate_tokens(body))
         if body and deps.claim_persist(draft_id):
             ai = deps.ai_of(ai_id)
             content = final_content(
@@ -154,6 +186,7 @@ async def run_draft(deps: Deps, draft: Draft, scope: trio.CancelScope) -> Outcom
     except BaseException:
         # Shutdown: store nothing, leave no member with a status that never ends.
         send(status_frame(room_id, ai_id, draft_id, "cancelled"))
+        deps.pump.flush(room_id)
         raise
     payload = wire_error(error, "sw").to_dict() if error is not None else None
     send(status_frame(room_id, ai_id, draft_id, outcome, payload))
@@ -181,9 +214,7 @@ async def _stream(
         )
     entry = deps.models.get(ai.model)
     max_tokens = entry.max_output_tokens
-    lines = await deps.readers.read(
-        context_lines, draft.room_id, draft.trigger_event_id, deps.settings.context_messages
-    )
+    lines = await deps.context.lines(draft.room_id, draft.trigger_event_id)
     prompt = build_prompt(
         ai.system_prompt,
         ai.participant_id,

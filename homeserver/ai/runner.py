@@ -28,7 +28,8 @@ import trio
 from bridges.models.base import ChatModels
 from conf.sections import AiSettings
 from homeserver.ai import generation
-from homeserver.ai.generation import Deps
+from homeserver.ai.generation import Deps, SharedContext
+from homeserver.ai.pump import FramePump
 from homeserver.auth import Principal
 from homeserver.database import Readers
 from homeserver.hub import Hub
@@ -84,9 +85,10 @@ class AiRunner:
         self._scopes: dict[str, trio.CancelScope] = {}
         self._send, self._recv = trio.open_memory_channel[Event](QUEUE)
         self._nursery: trio.Nursery | None = None
+        self._pump = FramePump(hub)
         self._deps = Deps(
-            hub=hub,
-            readers=readers,
+            pump=self._pump,
+            context=SharedContext(readers, settings.context_messages),
             messages=messages,
             models=models,
             limiter=trio.CapacityLimiter(settings.max_concurrent_generations),
@@ -152,6 +154,7 @@ class AiRunner:
             self._rooms.setdefault(room_id, set()).add(ai_id)
         try:
             async with trio.open_nursery() as nursery:
+                await nursery.start(self._pump.run)
                 self._nursery = nursery
                 task_status.started()
                 async for event in self._recv:

@@ -165,6 +165,7 @@ async def test_a_new_human_message_cancels_and_stores_the_partial_text(env: Env)
     (answer,) = ai_message(frames, ai)
     assert answer["content"]["body"] == "part one"
     assert answer["content"]["ai"]["finish_reason"] == "cancelled"
+    assert answer["content"]["ai"]["usage"]["completion_tokens"] > 0  # estimated
     assert answer["content"]["reply_to_event_id"] == trigger["id"]
     assert statuses(frames, draft) == ["thinking", "streaming", "cancelled"]
     assert env.backend.closed == 1  # the upstream stream was closed
