@@ -41,7 +41,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen as lg
 
-PROMPT_WORDS = 400  # each answer is "echo: <name>: " + the prompt: ~400 words
+PROMPT_WORDS = [400]  # each answer is "echo: <name>: " + the prompt (--prompt-words)
 
 
 class AiClient(lg.Client):
@@ -144,7 +144,7 @@ async def ask(asker: AiClient, room: str, ais: Sequence[str], counter: Any) -> N
             "room_id": room,
             "content": {
                 "msgtype": "swp.text",
-                "body": " ".join(["word"] * PROMPT_WORDS),
+                "body": " ".join(["word"] * PROMPT_WORDS[0]),
                 "mentions": list(ais),
             },
         }
@@ -240,7 +240,7 @@ async def p99(env: Env) -> dict[str, Any]:
         clients = await open_ai_clients(run, env.server.port, [u.key for u in env.users])
         await asyncio.sleep(0.5)
         pid = env.server.pid
-        c0 = cpu_seconds(pid)
+        s0 = lg.CpuSample.take(pid)
         t0 = time.monotonic_ns()
         run.lat_lo, run.lat_hi = t0, t0 + int(opts.seconds * 1e9)
         chunk0 = run.ephemeral.get("swp.room.message.chunk", 0)
@@ -254,7 +254,7 @@ async def p99(env: Env) -> dict[str, Any]:
         prof.finish()
         await lg._until(lambda: run.deliveries >= run.sent * len(clients), 15)  # noqa: B023
         elapsed = (time.monotonic_ns() - t0) / 1e9
-        c1 = cpu_seconds(pid)
+        cpu = lg.cpu_percent(s0, lg.CpuSample.take(pid))
         chunks = run.ephemeral.get("swp.room.message.chunk", 0) - chunk0
         words = clients[1].chunk_words
         out[phase] = {
@@ -265,7 +265,7 @@ async def p99(env: Env) -> dict[str, Any]:
             "ai_rounds": results[1] if len(results) > 1 else 0,
             "chunk_deliveries_per_s": round(chunks / elapsed),
             "words_per_chunk": round(sum(words) / len(words), 1) if words else None,
-            "server_cpu_pct": round((c1 - c0) / elapsed * 100, 1),
+            **cpu,
             "dropped_connections": run.dropped,
             "load_average_1m": os.getloadavg()[0],
             "errors": run.errors[:3],
@@ -288,7 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--interval-ms", type=int, default=100, help="ai.chunk_interval_ms")
     p.add_argument("--json", type=Path, help="append the result here")
     p.add_argument("--profile", help="p99: py-spy raw profile of the server while AIs stream")
+    p.add_argument("--prompt-words", type=int, default=400, help="words per answer")
     opts = p.parse_args(argv)
+    PROMPT_WORDS[0] = opts.prompt_words
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {1})
     env = Env(opts)
