@@ -25,6 +25,7 @@ from hypercorn.utils import wrap_app
 
 from bridges.models import ModelRegistry, build_registry
 from conf import Settings
+from homeserver.ai import AiParticipantService, AiRunner
 from homeserver.auth import AuthService, Principal, check_credential_txn
 from homeserver.clock import WallClock, system_ms
 from homeserver.database import Checkpointer, Readers, Writer
@@ -48,6 +49,7 @@ from homeserver.stream.connection import (
     serve_stream,
 )
 from protocol.events import Event
+from protocol.ids import AI as AI_PREFIX
 from protocol.timefmt import iso_ms
 from storage import participants as pstore
 from storage import rooms as room_store
@@ -170,6 +172,7 @@ class _Graph:
     registry: Registry
     revocations: RevocationWatcher
     sessions: SessionService
+    ai_runner: AiRunner
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -179,7 +182,12 @@ def build_models(settings: Settings) -> ModelRegistry:
 
 
 def _build(
-    settings: Settings, writer: Writer, readers: Readers, hub: Hub, clock: WallClock
+    settings: Settings,
+    writer: Writer,
+    readers: Readers,
+    hub: Hub,
+    clock: WallClock,
+    models: ModelRegistry | None = None,
 ) -> _Graph:
     auth = AuthService(
         writer,
@@ -257,7 +265,8 @@ def _build(
 
     def on_sent(event: Event) -> None:
         typing.clear(event.actor_id, event.room_id)
-        presence.active(event.actor_id)
+        if not event.actor_id.startswith(AI_PREFIX):  # AIs are always online
+            presence.active(event.actor_id)
 
     hub.on_connections = on_connections
     messages.on_sent = on_sent
@@ -271,7 +280,20 @@ def _build(
         fsync=settings.db_synchronous == "full",
     )
     media.prepare()
-    models = build_models(settings)
+    models = models if models is not None else build_models(settings)
+    ai_participants = AiParticipantService(
+        writer, readers, clock, models, open_creation=settings.effective_ai_open_creation
+    )
+    ai_runner = AiRunner(
+        hub=hub,
+        readers=readers,
+        messages=messages,
+        rooms=rooms,
+        models=models,
+        settings=settings.ai,
+    )
+    ai_participants.on_created = ai_runner.added
+    ai_participants.on_deleted = ai_runner.removed
     sessions = SessionService(
         writer,
         readers,
@@ -296,13 +318,23 @@ def _build(
         media=media,
         models=models,
         sessions=sessions,
+        ai=(ai_participants, ai_runner),
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
     registry = Registry()
     revocations = RevocationWatcher(readers, registry)
     auth.on_revoked = revocations.wake
     return _Graph(
-        hub, quart_app, bridge, presence, typing, scrubber, registry, revocations, sessions
+        hub,
+        quart_app,
+        bridge,
+        presence,
+        typing,
+        scrubber,
+        registry,
+        revocations,
+        sessions,
+        ai_runner,
     )
 
 
@@ -310,9 +342,12 @@ async def run(
     settings: Settings,
     *,
     clock: WallClock = system_ms,
+    models: ModelRegistry | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the whole server until cancelled. Reports :class:`Running` once it accepts."""
+    """Run the whole server until cancelled. Reports :class:`Running` once it accepts.
+
+    ``models`` replaces the registry built from ``settings.models`` (tests)."""
     db_path = prepare_data_dir(settings)
     writer = Writer(
         db_path, synchronous=settings.db_synchronous, max_batch=settings.writer_max_batch
@@ -324,7 +359,7 @@ async def run(
         hub = Hub(settings.tenant_id, encode_text_frame)
         hub.load_memberships(await readers.read(room_store.all_joined), position)
         writer.set_on_commit(hub.publish_events)
-        graph = _build(settings, writer, readers, hub, clock)
+        graph = _build(settings, writer, readers, hub, clock, models)
         await _serve(settings, writer, graph, db_path, task_status)
     finally:
         stats = writer.stats
@@ -393,6 +428,7 @@ async def _serve(
         await nursery.start(graph.scrubber.run)
         await nursery.start(graph.revocations.run)
         await nursery.start(graph.sessions.run)
+        await nursery.start(graph.ai_runner.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)

@@ -60,6 +60,8 @@ class Hub:
         self.position = 0
         # Told (participant_id, +1/-1) when a participant's connection count changes.
         self.on_connections: Callable[[Subscriber, int], None] = lambda sub, delta: None
+        # Shown every published batch after delivery (the AI runner); must never block.
+        self.observer: Callable[[Sequence[Event]], None] | None = None
         self.stats = HubStats()
 
     # -- membership ---------------------------------------------------------
@@ -122,6 +124,8 @@ class Hub:
             sub.deliver_events(items)
         if events:
             self.position = events[-1].stream_position
+            if self.observer is not None:
+                self.observer(events)
 
     def encoded(self, event_id: str) -> bytes | None:
         """The JSON of a recently published event (reused for acks), if still held."""
@@ -177,6 +181,21 @@ class Hub:
                 sub.deliver_ephemeral(frame)
                 count += 1
         self.stats.ephemeral_deliveries += count
+        return count
+
+    def send_ephemeral_batch(
+        self, participant_ids: Iterable[str], payloads: Sequence[dict[str, object]]
+    ) -> int:
+        """Encode each payload once; every connection gets them all in one hand-over."""
+        if not payloads:
+            return 0
+        blob = b"".join(self._encode(orjson.dumps(p)) for p in payloads)
+        count = 0
+        for pid in participant_ids:
+            for sub in tuple(self._subs.get(pid, ())):
+                sub.deliver_ephemeral(blob)
+                count += 1
+        self.stats.ephemeral_deliveries += count * len(payloads)
         return count
 
     # -- long-poll ----------------------------------------------------------

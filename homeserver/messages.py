@@ -41,6 +41,8 @@ class SendRequest:
     # Run first in the send's own transaction, with (conn, now_ms): a stream
     # re-checks its credential there, so a send ordered after a revocation fails.
     credential_check: Callable[[sqlite3.Connection, int], None] | None = None
+    # AI replies (homeserver.ai): the runner applies the AI's own per-room limit.
+    rate_exempt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +113,13 @@ class MessageService:
     async def _send_new(self, req: SendRequest) -> Event:
         sender = req.as_participant_id or req.caller
         validate_content(req.content, max_bytes=self._limits.max_content_bytes)
-        self._check_rate(req.caller)
+        if not req.rate_exempt:
+            self._check_rate(req.caller)
         try:
             event = await self._writer.write(self._send_txn, req, sender, self._clock())
         except ApiError:
-            self._limiter.refund(req.caller)
+            if not req.rate_exempt:
+                self._limiter.refund(req.caller)
             raise
         self.on_sent(event)
         return event

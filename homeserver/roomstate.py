@@ -17,6 +17,7 @@ from homeserver.database import Readers, Writer
 from homeserver.ephemeral import PresenceService
 from homeserver.rooms import joined_member, thresholds_of, writer_member
 from protocol import ids, power
+from protocol.ai import default_mode
 from protocol.errors import ApiError, ErrorCode
 from storage import events as event_store
 from storage import relations
@@ -27,9 +28,10 @@ from storage.roomstate import Engagement, MemberRow, Snooze
 
 NOTIFICATION_MODES = ("all", "mentions", "none", "inherit")
 ENGAGEMENT_MODES = ("always", "mention", "keyword", "autonomous")
-ENGAGEMENT_ALIASES = {"engage": "always", "default": "always"}
+# "default" clears the stored mode: the room then follows the contract default
+# (protocol.ai.default_mode: ``always`` in a DM with an AI, ``mention`` elsewhere).
+ENGAGEMENT_ALIASES: dict[str, str | None] = {"engage": "always", "default": None}
 RESPONSE_MODES = ("streaming", "conversational")
-DEFAULT_ENGAGEMENT = "always"
 DEFAULT_RESPONSE_MODE = "conversational"
 
 
@@ -43,9 +45,24 @@ class Snapshot:
     muted_until_ms: int | None
     snoozed_event_ids: list[str]
     presence: dict[str, str]
+    default_mode: str = "mention"
 
 
-def engagement_json(rows: list[Engagement]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class EngagementView:
+    rows: list[Engagement]
+    default_mode: str
+
+
+def room_default_mode(conn: sqlite3.Connection, room_id: str) -> str:
+    room = room_store.get_room(conn, room_id, count_members=False)
+    if room is None or room.room_type != "dm":
+        return "mention"
+    members = [m.participant_id for m in room_store.list_members(conn, room_id)]
+    return default_mode(room.room_type, members)
+
+
+def engagement_json(rows: list[Engagement], default: str) -> dict[str, Any]:
     room_wide = next((e for e in rows if e.participant_id == ""), None)
     overrides = {
         e.participant_id: {"mode": e.mode, "response_mode": e.response_mode}
@@ -53,7 +70,7 @@ def engagement_json(rows: list[Engagement]) -> dict[str, Any]:
         if e.participant_id
     }
     return {
-        "mode": (room_wide.mode if room_wide and room_wide.mode else DEFAULT_ENGAGEMENT),
+        "mode": (room_wide.mode if room_wide and room_wide.mode else default),
         "response_mode": (
             room_wide.response_mode
             if room_wide and room_wide.response_mode
@@ -79,11 +96,12 @@ class RoomStateService:
             joined_member(conn, room_id, caller)
             room = room_store.get_room(conn, room_id)
             assert room is not None
+            members = store.members_with_settings(conn, room_id)
             marker = relations.get_read_marker(conn, room_id, caller)
             _, muted = store.member_setting(conn, room_id, caller)
             return Snapshot(
                 room=room,
-                members=store.members_with_settings(conn, room_id),
+                members=members,
                 engagement=store.engagement(conn, room_id),
                 unread_count=relations.unread_count(conn, room_id, caller),
                 last_read_event_id=marker.event_id if marker else None,
@@ -92,6 +110,7 @@ class RoomStateService:
                     s.event_id for s in store.active_snoozes(conn, caller, now, room_id)
                 ],
                 presence={},
+                default_mode=default_mode(room.room_type, [m.participant_id for m in members]),
             )
 
         snap = await self._readers.read(read)
@@ -158,26 +177,27 @@ class RoomStateService:
         if not await self._writer.write(store.delete_snooze_txn, caller, snooze_id):
             raise ApiError(ErrorCode.SW_NOT_FOUND, "no such snooze")
 
-    async def engagement(self, caller: str, room_id: str) -> list[Engagement]:
-        def read(conn: sqlite3.Connection) -> list[Engagement]:
+    async def engagement(self, caller: str, room_id: str) -> EngagementView:
+        def read(conn: sqlite3.Connection) -> EngagementView:
             joined_member(conn, room_id, caller)
-            return store.engagement(conn, room_id)
+            return EngagementView(store.engagement(conn, room_id), room_default_mode(conn, room_id))
 
         return await self._readers.read(read)
 
     async def set_engagement(
         self, caller: str, room_id: str, column: str, value: str, ai_id: str | None
-    ) -> list[Engagement]:
+    ) -> EngagementView:
+        stored: str | None = value
         if column == "mode":
-            value = ENGAGEMENT_ALIASES.get(value, value)
+            stored = ENGAGEMENT_ALIASES.get(value, value)
             allowed: tuple[str, ...] = ENGAGEMENT_MODES
         else:
             allowed = RESPONSE_MODES
-        if value not in allowed:
+        if stored is not None and stored not in allowed:
             raise ApiError(ErrorCode.SW_INVALID_PARAM, "mode: must be one of " + ", ".join(allowed))
         now = self._clock()
 
-        def txn(conn: sqlite3.Connection) -> list[Engagement]:
+        def txn(conn: sqlite3.Connection) -> EngagementView:
             room, actor = writer_member(conn, room_id, caller)
             power.check_can_send(actor.power_level, actor.read_only, thresholds_of(room))
             if ai_id is not None:
@@ -192,10 +212,10 @@ class RoomStateService:
                 room_id=room_id,
                 participant_id=ai_id or "",
                 column=column,
-                value=value,
+                value=stored,
                 updated_by=caller,
                 now_ms=now,
             )
-            return store.engagement(conn, room_id)
+            return EngagementView(store.engagement(conn, room_id), room_default_mode(conn, room_id))
 
         return await self._writer.write(txn)

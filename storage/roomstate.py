@@ -121,7 +121,7 @@ def set_engagement_txn(
     room_id: str,
     participant_id: str,
     column: str,
-    value: str,
+    value: str | None,
     updated_by: str,
     now_ms: int,
 ) -> None:

@@ -7,9 +7,11 @@ from quart_trio import QuartTrio
 
 from bridges.models import ModelRegistry
 from conf import Settings
+from homeserver.ai import AiParticipantService, AiRunner
 from homeserver.auth import AuthService
 from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http import (
+    routes_ai,
     routes_auth,
     routes_media,
     routes_messages,
@@ -43,6 +45,7 @@ def build_app(
     media: MediaService | None = None,
     models: ModelRegistry | None = None,
     sessions: SessionService | None = None,
+    ai: tuple[AiParticipantService, AiRunner] | None = None,
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
@@ -84,4 +87,6 @@ def build_app(
         routes_models.install(app, auth, models)
     if sessions is not None:
         routes_sessions.install(app, auth, sessions, limit=limit)
+    if ai is not None:
+        routes_ai.install(app, auth, *ai, limit=limit, max_page=settings.history_max_limit)
     return app

@@ -66,7 +66,7 @@ def _snapshot(snap: Snapshot) -> dict[str, Any]:
     return {
         "room": render.room(snap.room),
         "members": members,
-        "engagement": engagement_json(snap.engagement),
+        "engagement": engagement_json(snap.engagement, snap.default_mode),
         "plan": None,
         "active_sidekicks": [],
         "active_call": None,
@@ -165,7 +165,8 @@ def install(
 
     @route(app, "/v1/rooms/<room_id>/ai/engagement", ["GET"])
     async def get_engagement(room_id: str) -> Response:
-        return ok(engagement_json(await state.engagement(await caller(), room_id)))
+        view = await state.engagement(await caller(), room_id)
+        return ok(engagement_json(view.rows, view.default_mode))
 
     for path, column in (("engagement", "mode"), ("response-mode", "response_mode")):
 
@@ -175,5 +176,5 @@ def install(
             body = await json_body(limit)
             mode = req_str(body, "mode", max_len=32)
             ai_id = opt_str(body, "participant_id", max_len=128)
-            rows = await state.set_engagement(me, room_id, column, mode, ai_id)
-            return ok(engagement_json(rows))
+            view = await state.set_engagement(me, room_id, column, mode, ai_id)
+            return ok(engagement_json(view.rows, view.default_mode))

@@ -123,8 +123,9 @@ async def test_state_snapshot_has_all_ten_fields(api: Api) -> None:
     assert members[alice.participant_id]["power_level"] == 100
     assert members[alice.participant_id]["role"] == "owner"
     assert members[bob.participant_id]["notification_mode"] == "mentions"
+    # CONTRACT 12: the default is `mention` outside a DM with an AI (it was `always`).
     assert snap["engagement"] == {
-        "mode": "always",
+        "mode": "mention",
         "response_mode": "conversational",
         "overrides": {},
     }
@@ -135,13 +136,13 @@ async def test_state_snapshot_has_all_ten_fields(api: Api) -> None:
     snooze = await api.ok(
         "POST", f"/v1/messages/{sent['id']}/snooze", alice, status=201, json={"until": FUTURE}
     )
-    await api.ok("PUT", f"/v1/rooms/{room}/ai/engagement", alice, json={"mode": "mention"})
+    await api.ok("PUT", f"/v1/rooms/{room}/ai/engagement", alice, json={"mode": "always"})
     snap = await api.ok("GET", f"/v1/rooms/{room}/state", alice)
     assert snap["unread_count"] == 1
     assert snap["last_read_event_id"] == sent["id"]
     assert snap["muted_until"] == "2099-01-01T00:00:00.000Z"
     assert snap["snoozed_event_ids"] == [sent["id"]]
-    assert snap["engagement"]["mode"] == "mention"
+    assert snap["engagement"]["mode"] == "always"
     me = next(m for m in snap["members"] if m["participant_id"] == alice.participant_id)
     assert me["notification_mode"] == "all"
     assert me["muted_until"] == "2099-01-01T00:00:00.000Z"
