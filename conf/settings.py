@@ -21,11 +21,14 @@ from typing import Any, Literal, NoReturn
 from conf.sections import (
     AiSettings,
     ModelsSettings,
+    ScaibotSettings,
     SectionError,
     ai_section,
     default_ai,
     default_models,
+    default_scaibot,
     models_section,
+    scaibot_section,
 )
 
 ENV_PREFIX = "HOMESERVER_"
@@ -86,6 +89,7 @@ class Settings:
     # Nested tables ([models] with [[models.backends]], [ai]): conf/sections.py.
     models: ModelsSettings = field(default_factory=default_models)
     ai: AiSettings = field(default_factory=default_ai)
+    scaibot: ScaibotSettings = field(default_factory=default_scaibot)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -185,6 +189,7 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         "max_members_per_room": _int(1, 1_000_000),
         "models": _Spec("section"),
         "ai": _Spec("section"),
+        "scaibot": _Spec("section"),
     }
 )
 
@@ -253,6 +258,7 @@ def _check_overrides(spec: _Spec, value: object, label: str) -> Mapping[str, int
 _SECTION_PARSERS: Mapping[str, Callable[[object, str], object]] = {
     "models": models_section,
     "ai": ai_section,
+    "scaibot": scaibot_section,
 }
 
 
