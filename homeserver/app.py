@@ -34,6 +34,7 @@ from homeserver.hub import Hub
 from homeserver.listener import Router
 from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
+from homeserver.modules.scaibot.module import ScaiBotModule
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
@@ -140,12 +141,35 @@ class _Graph:
     presence: PresenceService
     typing: TypingService
     scrubber: Checkpointer
+    scaibot: ScaiBotModule
 
 
 def build_models(settings: Settings) -> ModelRegistry:
     """Every model the server offers: ``dev/echo`` (dev mode or ``models.dev_echo``) and the
     OpenAI-compatible ``[[models.backends]]``."""
     return build_registry(settings.models, dev_echo=settings.effective_dev_echo)
+
+
+def build_scaibot(
+    settings: Settings,
+    writer: Writer,
+    readers: Readers,
+    clock: WallClock,
+    auth: AuthService,
+    models: ModelRegistry,
+) -> ScaiBotModule:
+    """The ScaiBot module. The knowledge index plugs in here: ``retriever=``,
+    ``deletion_hooks=`` and ``route_installers=`` (see homeserver/modules/scaibot/module.py)."""
+    return ScaiBotModule(
+        settings=settings.scaibot,
+        data_dir=Path(settings.data_dir),
+        writer=writer,
+        readers=readers,
+        clock=clock,
+        authenticate=auth.authenticate,
+        models=models,
+        max_request_bytes=settings.max_request_bytes,
+    )
 
 
 def _build(
@@ -232,6 +256,7 @@ def _build(
     )
     media.prepare()
     models = build_models(settings)
+    scaibot = build_scaibot(settings, writer, readers, clock, auth, models)
     quart_app = build_app(
         settings,
         auth=auth,
@@ -244,9 +269,10 @@ def _build(
         typing=typing,
         media=media,
         models=models,
+        installers=(scaibot.install,),
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
-    return _Graph(hub, quart_app, bridge, presence, typing, scrubber)
+    return _Graph(hub, quart_app, bridge, presence, typing, scrubber, scaibot)
 
 
 async def run(
@@ -327,6 +353,7 @@ async def _serve(
         await nursery.start(graph.presence.run)
         await nursery.start(graph.typing.run)
         await nursery.start(graph.scrubber.run)
+        await nursery.start(graph.scaibot.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from quart import Response
 from quart_trio import QuartTrio
 
@@ -40,6 +42,7 @@ def build_app(
     typing: TypingService,
     media: MediaService | None = None,
     models: ModelRegistry | None = None,
+    installers: Sequence[Callable[[QuartTrio], None]] = (),
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
@@ -79,4 +82,6 @@ def build_app(
         routes_media.install(app, auth, media)
     if models is not None:
         routes_models.install(app, auth, models)
+    for install in installers:  # modules (ScaiBot) mount their blueprints
+        install(app)
     return app

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
-from quart import Quart, Response, request
+from quart import Blueprint, Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from homeserver.auth import Principal
@@ -52,8 +52,10 @@ def error_response(exc: BaseException, family: Family) -> Response:
     return json_response(body, status, headers)
 
 
-def route(app: Quart, path: str, methods: list[str], family: Family = "sw") -> Callable[[H], H]:
-    """Register a handler behind the error boundary of its route family."""
+def route(
+    app: Quart | Blueprint, path: str, methods: list[str], family: Family = "sw"
+) -> Callable[[H], H]:
+    """Register a handler (on the app or a blueprint) behind its route family's error boundary."""
 
     def decorate(handler: H) -> H:
         async def endpoint(**kwargs: Any) -> Response:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.errors import ApiError, ErrorCode
-from protocol.llm import ChatMessage, format_knowledge
+from protocol.llm import ChatMessage, estimate_prompt_tokens, format_knowledge
 
 FORMALITY = ("formal", "neutral", "casual")
 VERBOSITY = ("terse", "concise", "verbose")
@@ -225,3 +225,18 @@ def build_prompt(
     messages.extend(history)
     messages.append(ChatMessage("user", message))
     return messages
+
+
+def fit_history(
+    system: str,
+    chunks: Sequence[str],
+    history: Sequence[ChatMessage],
+    message: str,
+    budget: int,
+) -> list[ChatMessage]:
+    """The newest part of ``history`` that fits ``budget`` prompt tokens (estimated),
+    cut oldest first; the system prompt and the visitor's message are always kept."""
+    kept = list(history)
+    while kept and estimate_prompt_tokens(build_prompt(system, chunks, kept, message)) > budget:
+        kept.pop(0)
+    return kept
