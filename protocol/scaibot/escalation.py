@@ -237,7 +237,7 @@ _EXPLICIT = [re.compile(p, re.IGNORECASE) for p in EXPLICIT_PATTERNS]
 # "The model says it does not know" (confidence trigger).
 UNSURE_PATTERNS = (
     r"\bI\s+(do\s+not|don[\u2019']t)\s+know\b",
-    r"\bI'?m\s+not\s+sure\b",
+    r"\bI[\u2019']?m\s+not\s+sure\b",
     r"\bI\s+am\s+not\s+sure\b",
     r"\bI\s+(cannot|can[\u2019']t)\s+(find|answer|help with)\b",
     r"\bI\s+(do\s+not|don[\u2019']t)\s+have\s+(that|this|enough)\s+information\b",

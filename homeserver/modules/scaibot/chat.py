@@ -53,6 +53,7 @@ Sentiment = Callable[[str], float]
 MESSAGE = "msg_"
 ESCALATION = "evt_esc_"
 SNIPPET = 300
+FINISH_TIMEOUT_S = 10.0
 
 
 class ChatService:
@@ -175,7 +176,9 @@ class ChatService:
             turn.finish_reason = "cancelled"  # the visitor closed the stream
             raise
         finally:
-            with trio.CancelScope(shield=True):
+            # Shielded (the visitor may have gone), bounded (the server may be stopping).
+            with trio.move_on_after(FINISH_TIMEOUT_S) as scope:
+                scope.shield = True
                 await self._finish(turn)
 
     async def _retrieve(self, turn: Turn) -> None:

@@ -94,7 +94,7 @@ def install(
     async def delete_bot(bot_id: str) -> Response:
         me = await operator(bearer())
         await bots.delete(me, bot_id)
-        return Response(status=204)
+        return Response(b"", status=204)
 
     # -- embed tokens ----------------------------------------------------------
 
@@ -196,7 +196,7 @@ def install(
     async def delete_rule(bot_id: str, rule_id: str) -> Response:
         me = await operator(bearer())
         await rules.delete(me, bot_id, rule_id)
-        return Response(status=204)
+        return Response(b"", status=204)
 
 
 async def _complete(
