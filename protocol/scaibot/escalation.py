@@ -169,8 +169,8 @@ def parse_action(action_type: object, config: object) -> dict[str, Any]:
 
 def _action(action_type: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     if action_type == "webhook":
-        secret = req_str(cfg, "secret", max_len=256, min_len=8, family="bot")
-        return {"url": _url(cfg, "url"), "secret": secret}
+        url = _url(cfg, "url")
+        return {"url": url, "secret": req_str(cfg, "secret", max_len=256, min_len=8, family="bot")}
     if action_type == "slack":
         return {"webhook_url": _url(cfg, "webhook_url")}
     if action_type == "email":

@@ -121,6 +121,13 @@ async def _scaibot_env(
 
 async def other_tenant_user(env: Env, name: str, *, admin: bool = False) -> User:
     """A participant of tenant ``ten_other`` with an access token."""
+    return await user(env, name, admin=admin, tenant_id="ten_other")
+
+
+async def user(
+    env: Env, name: str, *, admin: bool = False, tenant_id: str = pstore.DEFAULT_TENANT
+) -> User:
+    """A participant with an access token, stored directly (no password hashing: fast)."""
     pid = ids.participant_id("human")
     secret = ids.secret_token(ids.ACCESS_TOKEN)
     now = system_ms()
@@ -135,7 +142,7 @@ async def other_tenant_user(env: Env, name: str, *, admin: bool = False) -> User
             password_hash=None,
             is_admin=admin,
             now_ms=now,
-            tenant_id="ten_other",
+            tenant_id=tenant_id,
         )
         pstore.store_token_txn(
             conn,

@@ -15,6 +15,7 @@ from tests.scaibot.support import (
     create_bot,
     mint,
     other_tenant_user,
+    user,
 )
 from tests.support import envelope_error, envelope_ok
 
@@ -22,7 +23,7 @@ MIN = {"name": "Support", "slug": "support", "model": "dev/echo"}
 
 
 async def test_create_gives_every_field_its_default(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     r = await env.api.call("POST", f"{BASE}/bots", owner, json=MIN)
     bot = envelope_ok(r, 201)
     assert bot["id"].startswith("bot_")
@@ -55,7 +56,7 @@ async def test_create_gives_every_field_its_default(env: Env) -> None:
 
 
 async def test_create_takes_every_field(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     body = {
         **MIN,
         "display_name": "Ada",
@@ -96,14 +97,14 @@ async def test_create_takes_every_field(env: Env) -> None:
     ],
 )
 async def test_create_refusals_name_the_field(env: Env, change: dict[str, Any], field: str) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     r = await env.api.call("POST", f"{BASE}/bots", owner, json={**MIN, **change})
     err = envelope_error(r, 422, "VALIDATION_ERROR")
     assert err["message"].startswith(field)
 
 
 async def test_malformed_json_and_no_token(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     r = await env.api.call("POST", f"{BASE}/bots", owner, content=b"{nope")
     envelope_error(r, 422, "VALIDATION_ERROR")
     envelope_error(await env.api.call("GET", f"{BASE}/bots"), 401, "AUTH_TOKEN_MISSING")
@@ -113,7 +114,7 @@ async def test_malformed_json_and_no_token(env: Env) -> None:
 
 
 async def test_slug_taken_and_model_unknown(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     await create_bot(env, owner)
     r = await env.api.call("POST", f"{BASE}/bots", owner, json=MIN)
     assert envelope_error(r, 409, "BOT_SLUG_TAKEN")["details"] == {"slug": "support"}
@@ -127,7 +128,7 @@ async def test_slug_taken_and_model_unknown(env: Env) -> None:
 
 
 async def test_list_pages_filters_and_limits(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     ids = []
     for i in range(5):
         status = "active" if i % 2 else "draft"
@@ -163,14 +164,14 @@ async def test_list_pages_filters_and_limits(env: Env) -> None:
 
 
 async def test_limit_above_100_is_clamped(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     await create_bot(env, owner)
     data = await env.api.ok("GET", f"{BASE}/bots", owner, params={"limit": "1000"})
     assert len(data["items"]) == 1
 
 
 async def test_put_replaces_and_keeps_status(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner, welcome_message="old", max_context_messages=3)
     await create_bot(env, owner, slug="other")
     put = {"name": "Renamed", "slug": "renamed", "model": "dev/echo", "placeholder_text": "?"}
@@ -189,7 +190,7 @@ async def test_put_replaces_and_keeps_status(env: Env) -> None:
 
 
 async def test_patch_status_any_order(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await create_bot(env, owner)
     for status in ["active", "archived", "draft", "archived", "active"]:
         data = await env.api.ok(
@@ -201,9 +202,9 @@ async def test_patch_status_any_order(env: Env) -> None:
 
 
 async def test_tenant_scoping(env: Env) -> None:
-    admin = await env.api.register("admin")  # first registrant in --dev: tenant admin
-    owner = await env.api.register("owner")
-    member = await env.api.register("member")
+    admin = await user(env, "admin", admin=True)  # first registrant in --dev: tenant admin
+    owner = await user(env, "owner")
+    member = await user(env, "member")
     stranger = await other_tenant_user(env, "stranger", admin=True)
     bot = await create_bot(env, owner)
     path = f"{BASE}/bots/{bot['id']}"
@@ -229,7 +230,7 @@ async def test_tenant_scoping(env: Env) -> None:
 
 
 async def test_linked_knowledge_needs_a_collection_of_the_tenant(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     source = await create_bot(env, owner, slug="source")
     linked = {
         "slug": "linked",
@@ -252,7 +253,7 @@ async def test_linked_knowledge_needs_a_collection_of_the_tenant(env: Env) -> No
 
 
 async def test_delete_keeps_conversations_anonymised_and_removes_the_rest(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner)
     path = f"{BASE}/bots/{bot['id']}"
     await env.api.ok("PUT", path + "/tone", owner, json={"formality": "formal"})

@@ -18,6 +18,7 @@ from tests.scaibot.support import (
     mint,
     scaibot_env,
     transcript,
+    user,
 )
 from tests.support import envelope_error
 
@@ -30,7 +31,7 @@ async def test_new_then_continued_conversation_with_history_window(tmp_path: Pat
         return recorder[0]
 
     async with scaibot_env(tmp_path, wrap_models=wrap) as env:
-        owner = await env.api.register("owner")
+        owner = await user(env, "owner")
         bot = await active_bot(env, owner, max_context_messages=2)
         visitor = bearer((await mint(env, owner, bot["id"]))["token"])
         first = await chat(env, visitor, {"bot_id": bot["id"], "message": "one"})
@@ -68,7 +69,7 @@ async def test_new_then_continued_conversation_with_history_window(tmp_path: Pat
 
 
 async def test_max_tokens_per_response_cuts_the_answer(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner, max_tokens_per_response=3)
     s = await chat(env, owner, {"bot_id": bot["id"], "message": "a b c d e f"})
     assert s.text == "echo: a b"
@@ -79,7 +80,7 @@ async def test_max_tokens_per_response_cuts_the_answer(env: Env) -> None:
 
 
 async def test_sse_headers_and_wire_framing(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner)
     async with env.client.stream(
         "POST", f"{BASE}/chat", json={"bot_id": bot["id"], "message": "hi"}, headers=owner.auth
@@ -94,8 +95,8 @@ async def test_sse_headers_and_wire_framing(env: Env) -> None:
 
 
 async def test_include_system_prompt_for_tenant_admins_only(env: Env) -> None:
-    admin = await env.api.register("admin")
-    member = await env.api.register("member")
+    admin = await user(env, "admin", admin=True)
+    member = await user(env, "member")
     bot = await active_bot(env, admin)
     await env.api.ok("PUT", f"{BASE}/bots/{bot['id']}/tone", admin, json={"persona_name": "Ada"})
     params = {"include_system_prompt": "true"}
@@ -119,7 +120,7 @@ async def test_include_system_prompt_for_tenant_admins_only(env: Env) -> None:
 
 
 async def test_operators_need_models_use(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner)
     narrow = await env.api.ok(
         "POST", "/v1/api-keys", owner, status=201, json={"name": "k", "scopes": ["rooms:read"]}
@@ -134,7 +135,7 @@ async def test_operators_need_models_use(env: Env) -> None:
 
 
 async def test_request_refusals_are_json_before_the_stream(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner)
     for body, field in [
         ({"message": "hi"}, "bot_id"),
@@ -157,7 +158,7 @@ async def test_request_refusals_are_json_before_the_stream(env: Env) -> None:
 
 
 async def test_closed_conversations_take_no_more_messages(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner)
     visitor = bearer((await mint(env, owner, bot["id"]))["token"])
     cid = (await chat(env, visitor, {"bot_id": bot["id"], "message": "hi"})).first("start")[
@@ -177,7 +178,7 @@ async def test_rate_limits_per_visitor_and_per_bot(tmp_path: Path) -> None:
     async with scaibot_env(
         tmp_path, visitor_messages_per_minute=2, bot_messages_per_minute=3
     ) as env:
-        owner = await env.api.register("owner")
+        owner = await user(env, "owner")
         bot = await active_bot(env, owner)
         alice = bearer((await mint(env, owner, bot["id"], visitor_id="alice"))["token"])
         bob = bearer((await mint(env, owner, bot["id"], visitor_id="bob"))["token"])
@@ -196,7 +197,7 @@ async def test_rate_limits_per_visitor_and_per_bot(tmp_path: Path) -> None:
 async def test_retrieval_citations_in_the_stream_and_the_transcript(tmp_path: Path) -> None:
     retriever = FixedRetriever()
     async with scaibot_env(tmp_path, retriever=retriever) as env:
-        owner = await env.api.register("owner")
+        owner = await user(env, "owner")
         plain = await active_bot(env, owner, slug="plain")
         bot = await active_bot(
             env,
@@ -240,7 +241,7 @@ async def test_retrieval_citations_in_the_stream_and_the_transcript(tmp_path: Pa
 async def test_linked_bots_retrieve_from_the_linked_collection(tmp_path: Path) -> None:
     retriever = FixedRetriever()
     async with scaibot_env(tmp_path, retriever=retriever) as env:
-        owner = await env.api.register("owner")
+        owner = await user(env, "owner")
         source = await create_bot(env, owner, slug="source")
         linked = await active_bot(
             env,
@@ -261,7 +262,7 @@ async def test_closing_the_stream_stops_the_model_and_stores_what_was_said(tmp_p
         return recorder[0]
 
     async with scaibot_env(tmp_path, echo_delay_ms=20, wrap_models=wrap) as env:
-        owner = await env.api.register("owner")
+        owner = await user(env, "owner")
         bot = await active_bot(env, owner)
         visitor = bearer((await mint(env, owner, bot["id"]))["token"])
         words = " ".join(f"w{i}" for i in range(200))
@@ -287,7 +288,7 @@ async def test_a_model_failure_midway_ends_with_an_error_event(tmp_path: Path) -
         return Recording(models, fail_after=2)
 
     async with scaibot_env(tmp_path, wrap_models=wrap) as env:
-        owner = await env.api.register("owner")
+        owner = await user(env, "owner")
         bot = await active_bot(env, owner)
         s = await chat(env, owner, {"bot_id": bot["id"], "message": "one two three four"})
         assert s.names() == ["start", "token", "token", "error"]
@@ -300,6 +301,6 @@ async def test_a_model_failure_midway_ends_with_an_error_event(tmp_path: Path) -
 
 
 async def test_errors_render_in_the_bot_vocabulary(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     r = await env.api.call("POST", f"{BASE}/chat", owner, content=b"[1]")
     envelope_error(r, 422, "VALIDATION_ERROR")

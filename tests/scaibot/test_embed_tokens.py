@@ -15,6 +15,7 @@ from tests.scaibot.support import (
     chat,
     create_bot,
     mint,
+    user,
 )
 from tests.support import envelope_error, envelope_ok
 
@@ -30,7 +31,7 @@ def refused(s: Stream, status: int, code: str) -> dict[str, object]:
 
 
 async def test_mint_defaults_and_bounds(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner)
     r = await env.api.call("POST", f"{BASE}/bots/{bot['id']}/embed-token", owner, json={})
     data = envelope_ok(r, 201)
@@ -51,13 +52,13 @@ async def test_mint_defaults_and_bounds(env: Env) -> None:
         "POST", f"{BASE}/bots/{bot['id']}/embed-token", owner, json={"metadata": "x" * 5000}
     )
     assert envelope_error(r, 422, "VALIDATION_ERROR")["message"].startswith("metadata")
-    member = await env.api.register("member")
+    member = await user(env, "member")
     r = await env.api.call("POST", f"{BASE}/bots/{bot['id']}/embed-token", member, json={})
     envelope_error(r, 403, "AUTHZ_PERMISSION_DENIED")
 
 
 async def test_visitor_fields_and_metadata_reach_the_conversation(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner)
     token = await mint(
         env,
@@ -80,7 +81,7 @@ async def test_visitor_fields_and_metadata_reach_the_conversation(env: Env) -> N
 
 
 async def test_embed_info_is_public_and_shows_display_fields_only(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await create_bot(
         env, owner, welcome_message="Hello!", placeholder_text="Ask", primary_color="#fff"
     )
@@ -105,7 +106,7 @@ async def test_embed_info_is_public_and_shows_display_fields_only(env: Env) -> N
 
 
 async def test_revoke(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner)
     other = await active_bot(env, owner, slug="other")
     token = (await mint(env, owner, bot["id"]))["token"]
@@ -128,7 +129,7 @@ async def test_revoke(env: Env) -> None:
 
 
 async def test_refusal_matrix(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner)
     other = await active_bot(env, owner, slug="other-bot")
     draft = await create_bot(env, owner, slug="draft-bot")
@@ -189,7 +190,7 @@ async def test_refusal_matrix(env: Env) -> None:
 
 
 async def test_an_embed_token_reaches_nothing_else(env: Env) -> None:
-    owner = await env.api.register("owner")
+    owner = await user(env, "owner")
     bot = await active_bot(env, owner)
     visitor = bearer((await mint(env, owner, bot["id"]))["token"])
     s = await chat(env, visitor, {"bot_id": bot["id"], "message": "hi"})
