@@ -57,7 +57,8 @@ def load_secret(data_dir: Path) -> bytes:
     return text.encode("ascii")
 
 
-def _resolve_read(conn: Any, claims: embed.EmbedClaims) -> Visitor:
+def resolve_read(conn: Any, claims: embed.EmbedClaims) -> Visitor:
+    """The visitor of a well-signed token: its row exists, is not revoked, and its bot exists."""
     row = store.get_token(conn, claims.token_id)
     if row is None or row.revoked_at_ms is not None or row.bot_id != claims.bot_id:
         raise embed.token_invalid()
@@ -95,7 +96,15 @@ class Callers:
     async def visitor(self, token: str) -> Visitor:
         """Signature, expiry and the stored row (revocation) are checked on every use."""
         claims = embed.verify(self.secret, token, self._clock())
-        return await self._readers.read(_resolve_read, claims)
+        return await self._readers.read(resolve_read, claims)
+
+    async def chat_caller(self, bearer: str | None) -> Principal | embed.EmbedClaims:
+        """For ``POST /chat``: an embed token is only verified here (signature, expiry);
+        its stored row is checked in the turn's one read (:func:`resolve_read`)."""
+        if embed.is_embed_token(bearer):
+            assert bearer is not None
+            return embed.verify(self.secret, bearer, self._clock())
+        return await self._authenticate(bearer)
 
     async def operator(self, bearer: str | None) -> Principal:
         if embed.is_embed_token(bearer):

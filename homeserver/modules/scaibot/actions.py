@@ -101,8 +101,6 @@ class ActionRunner:
         self._send, self._recv = trio.open_memory_channel[ActionJob](QUEUE)
         self._limiter = trio.CapacityLimiter(CONCURRENT)
         self._http = http
-        self.idle = trio.Event()
-        self._pending = 0
 
     def submit_nowait(self, job: ActionJob) -> bool:
         """Queue a job; False when the queue is full (the caller records the failure)."""
@@ -110,14 +108,7 @@ class ActionRunner:
             self._send.send_nowait(job)
         except (trio.WouldBlock, trio.ClosedResourceError):
             return False
-        self._pending += 1
-        self.idle = trio.Event()
         return True
-
-    async def wait_idle(self) -> None:
-        """Until every queued job has finished (tests)."""
-        if self._pending:
-            await self.idle.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         timeout = httpx.Timeout(self._settings.webhook_timeout_s)
@@ -135,10 +126,8 @@ class ActionRunner:
         try:
             async with self._limiter:
                 await self._deliver_with_retries(job)
-        finally:
-            self._pending -= 1
-            if self._pending == 0:
-                self.idle.set()
+        except Exception:  # recording the outcome failed: never take the server down
+            log.exception("escalation action %s could not be recorded", job.escalation_id)
 
     async def _deliver_with_retries(self, job: ActionJob) -> None:
         attempts = self._settings.action_attempts

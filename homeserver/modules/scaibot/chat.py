@@ -23,6 +23,7 @@ import trio
 
 from bridges.models.base import ChatModels, Delta, Finish
 from conf.sections import ScaibotSettings
+from homeserver.auth import Principal
 from homeserver.clock import WallClock
 from homeserver.database import Readers, Writer
 from homeserver.errors import error_event
@@ -42,6 +43,7 @@ from protocol import ids
 from protocol.errors import ApiError, ErrorCode
 from protocol.llm import ChatMessage, cited_markers, estimate_prompt_tokens, estimate_tokens
 from protocol.ratelimit import SlidingWindowLimiter, retry_after_seconds
+from protocol.scaibot.embed import EmbedClaims
 from protocol.scaibot.escalation import POST_TRIGGERS, PRE_TRIGGERS, TurnFacts, first_firing
 from protocol.scaibot.sse import encode_event
 from protocol.scaibot.tone import build_prompt, fit_history, system_prompt
@@ -80,10 +82,12 @@ class ChatService:
 
     # ------------------------------------------------------------ before the stream
 
-    async def open_turn(self, caller: Caller, request: ChatRequest) -> Turn:
+    async def open_turn(self, who: Principal | EmbedClaims, request: ChatRequest) -> Turn:
+        """Everything before the stream, in one read: refusals here are JSON errors."""
         started = trio.current_time()
-        loaded = await self._readers.read(load_read, request.bot_id, request.conversation_id)
-        bot = check_caller(caller, request, loaded)
+        loaded = await self._readers.read(load_read, who, request.bot_id, request.conversation_id)
+        bot = check_caller(request, loaded)
+        caller = loaded.caller
         self._rate_limit(caller, bot.bot_id)
         fields = visitor_fields(caller)
         conversation_id = request.conversation_id or ids.random_id(ids.CONVERSATION)
@@ -103,7 +107,6 @@ class ChatService:
                 cstore.create_conversation_txn(conn, new, user.created_at_ms)
             cstore.add_message_txn(conn, user)
 
-        await self._writer.write(open_txn)
         return Turn(
             caller=caller,
             request=request,
@@ -115,6 +118,7 @@ class ChatService:
             conversation_id=conversation_id,
             user_message_id=user_id,
             message_id=answer_id,
+            open_txn=open_txn,
             started=started,
             visitor_fields=fields,
         )
@@ -142,9 +146,16 @@ class ChatService:
     # ------------------------------------------------------------ the stream
 
     async def stream(self, turn: Turn) -> AsyncIterator[bytes]:
+        # The ids are ours already: start goes out first, and the visitor's message is
+        # stored (durably) before anything else happens.
         yield encode_event(
             "start", {"conversation_id": turn.conversation_id, "message_id": turn.message_id}
         )
+        try:
+            await self._writer.write(turn.open_txn)
+        except Exception as exc:
+            yield encode_event("error", error_event(exc, "bot"))
+            return
         try:
             system = system_prompt(turn.bot.config.display_name, turn.tone)
             await self._retrieve(turn)
@@ -231,21 +242,18 @@ class ChatService:
             fit_history(system, chunks, history, turn.request.message, budget),
             turn.request.message,
         )
-        parts: list[str] = []
         cited: set[str] = set()
-        turn.total_tokens = estimate_prompt_tokens(prompt)
+        prompt_tokens = turn.total_tokens = estimate_prompt_tokens(prompt)
         stream = self._models.stream_chat(config.model, prompt, max_tokens)
         async with contextlib.aclosing(stream) as items:
             async for item in items:
                 if isinstance(item, Delta):
-                    parts.append(item.text)
-                    turn.answer = "".join(parts)
-                    turn.total_tokens = estimate_prompt_tokens(prompt) + estimate_tokens(
-                        turn.answer
-                    )
+                    turn.answer += item.text
+                    turn.total_tokens = prompt_tokens + estimate_tokens(turn.answer)
                     yield encode_event("token", {"delta": item.text})
-                    for event in self._new_citations(turn, cited):
-                        yield event
+                    if turn.chunks and "]" in item.text:
+                        for event in self._new_citations(turn, cited):
+                            yield event
                 elif isinstance(item, Finish):
                     turn.finish_reason = item.finish_reason
                     turn.total_tokens = item.usage.total_tokens

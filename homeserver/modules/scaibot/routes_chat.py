@@ -59,7 +59,7 @@ def install(
 ) -> None:
     @route(bp, "/chat", ["POST"], family="bot")
     async def post_chat() -> Response:
-        caller = await callers.caller(bearer())
+        who = await callers.chat_caller(bearer())
         body = await json_body(limit, "bot")
         chat_request = ChatRequest(
             bot_id=req_str(body, "bot_id", max_len=128, family="bot"),
@@ -67,7 +67,7 @@ def install(
             message=req_str(body, "message", max_len=MAX_MESSAGE, family="bot"),
             include_system_prompt=_flag("include_system_prompt"),
         )
-        turn = await chat.open_turn(caller, chat_request)
+        turn = await chat.open_turn(who, chat_request)
         response = Response(
             chat.stream(turn), status=200, content_type="text/event-stream", headers=SSE_HEADERS
         )

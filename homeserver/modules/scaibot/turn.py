@@ -6,15 +6,16 @@ and the visitor's message stored (one write). The streamed steps are in chat.py.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.auth import SCOPE_MODELS_USE, Principal
-from homeserver.modules.scaibot.access import Caller, Visitor
+from homeserver.modules.scaibot.access import Caller, Visitor, resolve_read
 from protocol.errors import ApiError, ErrorCode
 from protocol.knowledge import RetrievedChunk
 from protocol.scaibot.bots import bot_not_found
-from protocol.scaibot.embed import token_invalid
+from protocol.scaibot.embed import EmbedClaims, token_invalid
 from protocol.scaibot.escalation import Rule
 from protocol.scaibot.tone import Tone
 from storage.scaibot import bots as store
@@ -35,6 +36,7 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
+    caller: Caller
     bot: StoredBot | None
     tone: Tone
     rules: list[Rule]
@@ -57,6 +59,7 @@ class Turn:
     conversation_id: str
     user_message_id: str
     message_id: str  # the answer's id (the start event's message_id)
+    open_txn: Callable[[sqlite3.Connection], None]  # stores the conversation and the message
     started: float  # trio.current_time() when the request arrived
     visitor_fields: dict[str, Any] = field(default_factory=dict)
     chunks: list[RetrievedChunk] = field(default_factory=list)
@@ -68,11 +71,17 @@ class Turn:
     escalation_stage: str = ""
 
 
-def load_read(conn: sqlite3.Connection, bot_id: str, conversation_id: str | None) -> Loaded:
-    """Everything the turn reads, in one snapshot."""
+def load_read(
+    conn: sqlite3.Connection,
+    caller: Principal | EmbedClaims,
+    bot_id: str,
+    conversation_id: str | None,
+) -> Loaded:
+    """Everything the turn reads, in one snapshot (an embed token's row included)."""
+    who = resolve_read(conn, caller) if isinstance(caller, EmbedClaims) else caller
     bot = store.get_bot(conn, bot_id)
     if bot is None:
-        return Loaded(None, Tone(), [], None, [], [])
+        return Loaded(who, None, Tone(), [], None, [], [])
     conversation = None
     history: list[Message] = []
     texts: list[str] = []
@@ -82,7 +91,7 @@ def load_read(conn: sqlite3.Connection, bot_id: str, conversation_id: str | None
             history = cstore.recent_messages(conn, conversation_id, bot.config.max_context_messages)
             texts = cstore.recent_user_texts(conn, conversation_id, SENTIMENT_WINDOW_MAX)
     rules = [r.rule for r in store.list_rules(conn, bot_id)]
-    return Loaded(bot, store.get_tone(conn, bot_id), rules, conversation, history, texts)
+    return Loaded(who, bot, store.get_tone(conn, bot_id), rules, conversation, history, texts)
 
 
 def conversation_not_found(conversation_id: str) -> ApiError:
@@ -93,9 +102,9 @@ def conversation_not_found(conversation_id: str) -> ApiError:
     )
 
 
-def check_caller(caller: Caller, request: ChatRequest, loaded: Loaded) -> StoredBot:
+def check_caller(request: ChatRequest, loaded: Loaded) -> StoredBot:
     """Who may chat with what (CONTRACT 13); refusals carry nothing of the bot."""
-    bot = loaded.bot
+    bot, caller = loaded.bot, loaded.caller
     if isinstance(caller, Visitor):
         if request.bot_id != caller.bot_id:
             raise token_invalid("this embed token belongs to another bot")
