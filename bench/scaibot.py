@@ -180,7 +180,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             cpu_before = 0.0
             spy = None
             if args.profile:
-                spy = subprocess.Popen(
+                spy = subprocess.Popen(  # noqa: ASYNC220 - a bench-only profiler
                     [
                         str(Path(sys.executable).parent / "py-spy"),
                         "record",
