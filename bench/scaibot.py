@@ -169,7 +169,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "HOMESERVER_SCAIBOT_VISITOR_MESSAGES_PER_MINUTE": "0",
             "HOMESERVER_SCAIBOT_BOT_MESSAGES_PER_MINUTE": "0",
         }
-        server = Server(data, env, cpu=0)
+        server = Server(data, env, cpu=args.server_cpu)
         server.start()
         try:
             bot_id, tokens = await setup(server.port, args.visitors)
@@ -220,6 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "words": args.words,
         "think_ms": args.think_ms,
         "sync": args.sync,
+        "server_cpu": args.server_cpu,
         "seconds": round(wall, 1),
         "chats": chats,
         "chats_per_s": round(chats / wall, 1),
@@ -245,11 +246,12 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=30)
     parser.add_argument("--think-ms", type=float, default=100.0, help="mean pause between chats")
     parser.add_argument("--sync", choices=["full", "normal"], default="full")
+    parser.add_argument("--server-cpu", type=int, default=0, help="the generator takes the other")
     parser.add_argument("--profile", help="py-spy raw (collapsed) output file for the server")
     parser.add_argument("--json", type=Path, help="append the result as one JSON line")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {1})
+        os.sched_setaffinity(0, {1 - args.server_cpu})
     result = trio.run(run, args)
     print(json.dumps(result, indent=2))
     if args.json:
