@@ -62,6 +62,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time the server's threads spent runnable but waiting for a CPU (/proc schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 async def setup(port: int, visitors: int) -> tuple[str, list[str]]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         r = await client.post(
@@ -178,6 +189,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             measure_from = t0 + args.warmup
             until = measure_from + args.seconds
             cpu_before = 0.0
+            client_before = 0.0
             spy = None
             if args.profile:
                 spy = subprocess.Popen(  # noqa: ASYNC220 - a bench-only profiler
@@ -206,7 +218,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     )
                 await trio.sleep_until(trio.current_time() + args.warmup)
                 cpu_before = cpu_seconds(server.pid)
+                client_before = time.process_time()
+                wait_before = runqueue_wait_seconds(server.pid)
             cpu_used = cpu_seconds(server.pid) - cpu_before
+            client_used = time.process_time() - client_before
+            waited = runqueue_wait_seconds(server.pid) - wait_before
             if spy is not None:
                 spy.wait(60)
             wall = time.monotonic() - measure_from
@@ -233,6 +249,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "to_done_ms_p50": round(pct(stats.to_done_ms, 50), 1),
         "to_done_ms_p99": round(pct(stats.to_done_ms, 99), 1),
         "server_cpu_percent": round(100 * cpu_used / wall, 1),
+        "client_cpu_percent": round(100 * client_used / wall, 1),
+        # Runnable but not running (other processes had the CPU), % of wall time.
+        "server_runqueue_wait_percent": round(100 * waited / wall, 1),
         "errors": stats.errors,
     }
 
