@@ -264,7 +264,9 @@ def keyword_fires(config: Mapping[str, Any], message: str) -> bool:
     if config.get("match_mode") == "regex":
         for pattern in config["keywords"]:
             try:
-                if regex.search(pattern, message, regex.IGNORECASE, timeout=REGEX_TIMEOUT_S):
+                if regex.search(
+                    pattern, message, regex.IGNORECASE, timeout=REGEX_TIMEOUT_S, concurrent=True
+                ):
                     return True
             except TimeoutError:
                 continue  # a pattern too slow for this message does not fire
@@ -324,6 +326,11 @@ def fires(rule: Rule, facts: TurnFacts) -> bool:
         limit = facts.score_threshold if threshold is None else threshold
         return confidence(facts) < limit
     return False
+
+
+def has_regex(rules: Sequence[Rule]) -> bool:
+    """Whether evaluating ``rules`` may run a (time-bounded) regular expression."""
+    return any(r.spec.trigger_config.get("match_mode") == "regex" for r in rules)
 
 
 def first_firing(rules: Sequence[Rule], facts: TurnFacts, *, stage: frozenset[str]) -> Rule | None:

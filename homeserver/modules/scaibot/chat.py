@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -44,7 +45,14 @@ from protocol.errors import ApiError, ErrorCode
 from protocol.llm import ChatMessage, cited_markers, estimate_prompt_tokens, estimate_tokens
 from protocol.ratelimit import SlidingWindowLimiter, retry_after_seconds
 from protocol.scaibot.embed import EmbedClaims
-from protocol.scaibot.escalation import POST_TRIGGERS, PRE_TRIGGERS, TurnFacts, first_firing
+from protocol.scaibot.escalation import (
+    POST_TRIGGERS,
+    PRE_TRIGGERS,
+    Rule,
+    TurnFacts,
+    first_firing,
+    has_regex,
+)
 from protocol.scaibot.sse import encode_event
 from protocol.scaibot.tone import build_prompt, fit_history, system_prompt
 from storage.scaibot import conversations as cstore
@@ -161,7 +169,7 @@ class ChatService:
             await self._retrieve(turn)
             if turn.request.include_system_prompt:
                 yield encode_event("system_prompt", {"system_prompt": system})
-            pre = first_firing(turn.rules, self._facts(turn, None), stage=PRE_TRIGGERS)
+            pre = await self._pre_check(turn)
             if pre is not None:
                 turn.escalation, turn.escalation_stage = pre, "pre"
                 turn.answer = pre.spec.message
@@ -191,6 +199,17 @@ class ChatService:
             with trio.move_on_after(FINISH_TIMEOUT_S) as scope:
                 scope.shield = True
                 await self._finish(turn)
+
+    async def _pre_check(self, turn: Turn) -> Rule | None:
+        """Keyword and explicit rules. Regex keywords run in a worker thread (the regex
+        package releases the GIL and bounds each match), never on the event loop."""
+        facts = self._facts(turn, None)
+        if has_regex(turn.rules):
+            return await trio.to_thread.run_sync(
+                partial(first_firing, turn.rules, facts, stage=PRE_TRIGGERS),
+                abandon_on_cancel=True,
+            )
+        return first_firing(turn.rules, facts, stage=PRE_TRIGGERS)
 
     async def _retrieve(self, turn: Turn) -> None:
         """The retrieval step: only with knowledge on; the Retriever decides what matches."""
