@@ -251,17 +251,100 @@ def default_ai() -> AiSettings:
     return AiSettings()
 
 
+@dataclass(frozen=True, slots=True)
+class ScaibotSettings:
+    """``[scaibot]``: the ScaiBot module (CONTRACT 13): limits, SMTP, outbound actions."""
+
+    visitor_messages_per_minute: int = 20
+    bot_messages_per_minute: int = 600
+    widget_url: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = "scaibot@localhost"
+    smtp_timeout_s: float = 10.0
+    action_attempts: int = 3
+    action_backoff_ms: int = 500
+    webhook_timeout_s: float = 5.0
+
+
+_SCAIBOT_KEYS = {
+    "visitor_messages_per_minute",
+    "bot_messages_per_minute",
+    "widget_url",
+    "smtp_host",
+    "smtp_port",
+    "smtp_from",
+    "smtp_timeout_s",
+    "action_attempts",
+    "action_backoff_ms",
+    "webhook_timeout_s",
+}
+
+
+def _opt_text(value: object, label: str) -> str:
+    if value == "":
+        return ""
+    return _str(value, label)
+
+
+def scaibot_section(value: object, label: str = "scaibot") -> ScaibotSettings:
+    if isinstance(value, ScaibotSettings):
+        return value
+    t = _table(value, label, _SCAIBOT_KEYS)
+    d = ScaibotSettings()
+    return ScaibotSettings(
+        visitor_messages_per_minute=_int(
+            t.get("visitor_messages_per_minute", d.visitor_messages_per_minute),
+            f"{label}.visitor_messages_per_minute",
+            0,
+            1_000_000,
+        ),
+        bot_messages_per_minute=_int(
+            t.get("bot_messages_per_minute", d.bot_messages_per_minute),
+            f"{label}.bot_messages_per_minute",
+            0,
+            10_000_000,
+        ),
+        widget_url=_opt_text(t.get("widget_url", d.widget_url), f"{label}.widget_url"),
+        smtp_host=_opt_text(t.get("smtp_host", d.smtp_host), f"{label}.smtp_host"),
+        smtp_port=_int(t.get("smtp_port", d.smtp_port), f"{label}.smtp_port", 1, 65535),
+        smtp_from=_str(t.get("smtp_from", d.smtp_from), f"{label}.smtp_from"),
+        smtp_timeout_s=_float(
+            t.get("smtp_timeout_s", d.smtp_timeout_s), f"{label}.smtp_timeout_s", 0, 300
+        ),
+        action_attempts=_int(
+            t.get("action_attempts", d.action_attempts), f"{label}.action_attempts", 1, 20
+        ),
+        action_backoff_ms=_int(
+            t.get("action_backoff_ms", d.action_backoff_ms),
+            f"{label}.action_backoff_ms",
+            0,
+            600_000,
+        ),
+        webhook_timeout_s=_float(
+            t.get("webhook_timeout_s", d.webhook_timeout_s), f"{label}.webhook_timeout_s", 0, 120
+        ),
+    )
+
+
+def default_scaibot() -> ScaibotSettings:
+    return ScaibotSettings()
+
+
 __all__ = [
     "AiSettings",
     "BackendSettings",
     "ModelEntry",
     "ModelsSettings",
+    "ScaibotSettings",
     "SectionError",
     "SessionsSettings",
     "ai_section",
     "default_ai",
     "default_models",
+    "default_scaibot",
     "default_sessions",
     "models_section",
+    "scaibot_section",
     "sessions_section",
 ]

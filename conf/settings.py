@@ -21,13 +21,16 @@ from typing import Any, Literal, NoReturn
 from conf.sections import (
     AiSettings,
     ModelsSettings,
+    ScaibotSettings,
     SectionError,
     SessionsSettings,
     ai_section,
     default_ai,
     default_models,
+    default_scaibot,
     default_sessions,
     models_section,
+    scaibot_section,
     sessions_section,
 )
 
@@ -90,6 +93,7 @@ class Settings:
     models: ModelsSettings = field(default_factory=default_models)
     ai: AiSettings = field(default_factory=default_ai)
     sessions: SessionsSettings = field(default_factory=default_sessions)
+    scaibot: ScaibotSettings = field(default_factory=default_scaibot)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -190,6 +194,7 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         "models": _Spec("section"),
         "ai": _Spec("section"),
         "sessions": _Spec("section"),
+        "scaibot": _Spec("section"),
     }
 )
 
@@ -259,6 +264,7 @@ _SECTION_PARSERS: Mapping[str, Callable[[object, str], object]] = {
     "models": models_section,
     "ai": ai_section,
     "sessions": sessions_section,
+    "scaibot": scaibot_section,
 }
 
 

@@ -36,6 +36,7 @@ from homeserver.hub import Hub
 from homeserver.listener import MAX_HEAD, ListenerStats, Router
 from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
+from homeserver.modules.scaibot.module import ScaiBotModule
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.revocation import RevocationWatcher
@@ -173,12 +174,35 @@ class _Graph:
     revocations: RevocationWatcher
     sessions: SessionService
     ai_runner: AiRunner
+    scaibot: ScaiBotModule
 
 
 def build_models(settings: Settings) -> ModelRegistry:
     """Every model the server offers: ``dev/echo`` (dev mode or ``models.dev_echo``) and the
     OpenAI-compatible ``[[models.backends]]``."""
     return build_registry(settings.models, dev_echo=settings.effective_dev_echo)
+
+
+def build_scaibot(
+    settings: Settings,
+    writer: Writer,
+    readers: Readers,
+    clock: WallClock,
+    auth: AuthService,
+    models: ModelRegistry,
+) -> ScaiBotModule:
+    """The ScaiBot module. The knowledge index plugs in here: ``retriever=``,
+    ``deletion_hooks=`` and ``route_installers=`` (see homeserver/modules/scaibot/module.py)."""
+    return ScaiBotModule(
+        settings=settings.scaibot,
+        data_dir=Path(settings.data_dir),
+        writer=writer,
+        readers=readers,
+        clock=clock,
+        authenticate=auth.authenticate,
+        models=models,
+        max_request_bytes=settings.max_request_bytes,
+    )
 
 
 def _build(
@@ -305,6 +329,7 @@ def _build(
             max_per_participant=settings.sessions.max_per_participant,
         ),
     )
+    scaibot = build_scaibot(settings, writer, readers, clock, auth, models)
     quart_app = build_app(
         settings,
         auth=auth,
@@ -319,6 +344,7 @@ def _build(
         models=models,
         sessions=sessions,
         ai=(ai_participants, ai_runner),
+        installers=(scaibot.install,),
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
     registry = Registry()
@@ -335,6 +361,7 @@ def _build(
         revocations,
         sessions,
         ai_runner,
+        scaibot,
     )
 
 
@@ -429,6 +456,7 @@ async def _serve(
         await nursery.start(graph.revocations.run)
         await nursery.start(graph.sessions.run)
         await nursery.start(graph.ai_runner.run)
+        await nursery.start(graph.scaibot.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from quart import Response
 from quart_trio import QuartTrio
 
@@ -46,6 +48,7 @@ def build_app(
     models: ModelRegistry | None = None,
     sessions: SessionService | None = None,
     ai: tuple[AiParticipantService, AiRunner] | None = None,
+    installers: Sequence[Callable[[QuartTrio], None]] = (),
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
@@ -89,4 +92,6 @@ def build_app(
         routes_sessions.install(app, auth, sessions, limit=limit)
     if ai is not None:
         routes_ai.install(app, auth, *ai, limit=limit, max_page=settings.history_max_limit)
+    for install in installers:  # modules (ScaiBot) mount their blueprints
+        install(app)
     return app

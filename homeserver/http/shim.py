@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import orjson
 import trio
-from quart import Quart, Response, request
+from quart import Blueprint, Quart, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -102,8 +102,10 @@ def _too_large(exc: BodyTooLarge, family: Family) -> Response:
     return response
 
 
-def route(app: Quart, path: str, methods: list[str], family: Family = "sw") -> Callable[[H], H]:
-    """Register a handler behind the error boundary of its route family."""
+def route(
+    app: Quart | Blueprint, path: str, methods: list[str], family: Family = "sw"
+) -> Callable[[H], H]:
+    """Register a handler (on the app or a blueprint) behind its route family's error boundary."""
 
     def decorate(handler: H) -> H:
         async def endpoint(**kwargs: Any) -> Response:

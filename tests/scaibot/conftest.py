@@ -1,0 +1,16 @@
+"""A ScaiBot server (dev/echo without delay) for each test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.scaibot.support import Env, scaibot_env
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with scaibot_env(tmp_path) as e:
+        yield e
