@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn
 
+from conf.knowledge import KnowledgeConfig, default_knowledge, knowledge_section
 from conf.sections import (
     AiSettings,
     ModelsSettings,
@@ -86,6 +87,7 @@ class Settings:
     # Nested tables ([models] with [[models.backends]], [ai]): conf/sections.py.
     models: ModelsSettings = field(default_factory=default_models)
     ai: AiSettings = field(default_factory=default_ai)
+    knowledge: KnowledgeConfig = field(default_factory=default_knowledge)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -185,6 +187,7 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         "max_members_per_room": _int(1, 1_000_000),
         "models": _Spec("section"),
         "ai": _Spec("section"),
+        "knowledge": _Spec("section"),
     }
 )
 
@@ -253,6 +256,7 @@ def _check_overrides(spec: _Spec, value: object, label: str) -> Mapping[str, int
 _SECTION_PARSERS: Mapping[str, Callable[[object, str], object]] = {
     "models": models_section,
     "ai": ai_section,
+    "knowledge": knowledge_section,
 }
 
 

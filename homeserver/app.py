@@ -34,6 +34,8 @@ from homeserver.hub import Hub
 from homeserver.listener import Router
 from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
+from homeserver.modules.scaibot.knowledge import KnowledgeService, build_knowledge
+from homeserver.modules.scaibot.ports import BotDirectory
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
@@ -64,6 +66,7 @@ class Running:
     writer: Writer
     db_path: Path
     scrubber: Checkpointer
+    knowledge: KnowledgeService | None = None
 
     @property
     def base_url(self) -> str:
@@ -140,6 +143,7 @@ class _Graph:
     presence: PresenceService
     typing: TypingService
     scrubber: Checkpointer
+    knowledge: KnowledgeService
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -149,7 +153,12 @@ def build_models(settings: Settings) -> ModelRegistry:
 
 
 def _build(
-    settings: Settings, writer: Writer, readers: Readers, hub: Hub, clock: WallClock
+    settings: Settings,
+    writer: Writer,
+    readers: Readers,
+    hub: Hub,
+    clock: WallClock,
+    bots: BotDirectory | None = None,
 ) -> _Graph:
     auth = AuthService(
         writer,
@@ -232,6 +241,15 @@ def _build(
     )
     media.prepare()
     models = build_models(settings)
+    knowledge = build_knowledge(
+        writer,
+        readers,
+        clock,
+        settings.knowledge,
+        data_dir=Path(settings.data_dir),
+        on_erased=scrubber.request,
+        fsync=settings.db_synchronous == "full",
+    )
     quart_app = build_app(
         settings,
         auth=auth,
@@ -244,18 +262,24 @@ def _build(
         typing=typing,
         media=media,
         models=models,
+        knowledge=None if bots is None else (knowledge, bots),
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
-    return _Graph(hub, quart_app, bridge, presence, typing, scrubber)
+    return _Graph(hub, quart_app, bridge, presence, typing, scrubber, knowledge)
 
 
 async def run(
     settings: Settings,
     *,
     clock: WallClock = system_ms,
+    bots: BotDirectory | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the whole server until cancelled. Reports :class:`Running` once it accepts."""
+    """Run the whole server until cancelled. Reports :class:`Running` once it accepts.
+
+    ``bots``: the ScaiBot bot directory the knowledge routes authorise through (until the
+    bots service is wired here, tests pass a fake; without one the routes are absent).
+    """
     db_path = prepare_data_dir(settings)
     writer = Writer(
         db_path, synchronous=settings.db_synchronous, max_batch=settings.writer_max_batch
@@ -267,7 +291,7 @@ async def run(
         hub = Hub(settings.tenant_id, encode_text_frame)
         hub.load_memberships(await readers.read(room_store.all_joined), position)
         writer.set_on_commit(hub.publish_events)
-        graph = _build(settings, writer, readers, hub, clock)
+        graph = _build(settings, writer, readers, hub, clock, bots)
         await _serve(settings, writer, graph, db_path, task_status)
     finally:
         stats = writer.stats
@@ -327,6 +351,7 @@ async def _serve(
         await nursery.start(graph.presence.run)
         await nursery.start(graph.typing.run)
         await nursery.start(graph.scrubber.run)
+        await nursery.start(graph.knowledge.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)
@@ -335,4 +360,6 @@ async def _serve(
         log.info("listening on http://%s:%d (REST and /v1/stream)", settings.host, port)
         if settings.effective_registration:
             log.warning("open registration is ON (dev mode): anyone can create an account")
-        task_status.started(Running(settings.host, port, hub, writer, db_path, graph.scrubber))
+        task_status.started(
+            Running(settings.host, port, hub, writer, db_path, graph.scrubber, graph.knowledge)
+        )

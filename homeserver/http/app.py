@@ -21,6 +21,9 @@ from homeserver.http import (
 from homeserver.http.shim import install_fallbacks, json_response
 from homeserver.media import MediaService
 from homeserver.messages import MessageService
+from homeserver.modules.scaibot.knowledge import KnowledgeService
+from homeserver.modules.scaibot.knowledge import routes as knowledge_routes
+from homeserver.modules.scaibot.ports import BotDirectory
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
@@ -40,6 +43,7 @@ def build_app(
     typing: TypingService,
     media: MediaService | None = None,
     models: ModelRegistry | None = None,
+    knowledge: tuple[KnowledgeService, BotDirectory] | None = None,
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
@@ -79,4 +83,6 @@ def build_app(
         routes_media.install(app, auth, media)
     if models is not None:
         routes_models.install(app, auth, models)
+    if knowledge is not None:
+        knowledge_routes.install(app, auth, knowledge[1], knowledge[0])
     return app

@@ -1,0 +1,67 @@
+"""ScaiBot knowledge: documents, extraction, indexing and hybrid retrieval (CONTRACT 13).
+
+- :mod:`.service` ``KnowledgeService``: documents of a bot's collection, the
+  ``BotDeletionHook`` (``delete_collection_txn``), ``collection_exists``; owns
+- :mod:`.index` ``Indexer`` (the background pipeline) and
+- :mod:`.retrieval` ``KnowledgeRetriever`` (``ports.Retriever``).
+- :mod:`.routes` ``install(...)``: the five document routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from bridges.embeddings import Embedder, OpenAIEmbedder, WordLlamaEmbedder
+from conf.knowledge import KnowledgeConfig
+from homeserver.clock import WallClock
+from homeserver.database import Readers, Writer
+from homeserver.modules.scaibot.knowledge.retrieval import KnowledgeRetriever
+from homeserver.modules.scaibot.knowledge.service import KnowledgeService
+
+
+def build_embedder(config: KnowledgeConfig) -> Embedder | None:
+    """The configured embedding model (none: bm25 only). Loading is lazy."""
+    if config.embeddings == "none":
+        return None
+    if config.embeddings == "openai":
+        import os
+
+        key = (
+            os.environ.get(config.embeddings_api_key_env) if config.embeddings_api_key_env else None
+        )
+        return OpenAIEmbedder(
+            config.embeddings_url,
+            config.embeddings_model,
+            api_key=key,
+            timeout_s=config.embeddings_timeout_s,
+        )
+    return WordLlamaEmbedder()
+
+
+def build_knowledge(
+    writer: Writer,
+    readers: Readers,
+    clock: WallClock,
+    config: KnowledgeConfig,
+    *,
+    data_dir: Path,
+    on_erased: Callable[[], None],
+    fsync: bool = False,
+    embedder: Embedder | None = None,
+) -> KnowledgeService:
+    service = KnowledgeService(
+        writer,
+        readers,
+        clock,
+        data_dir=data_dir,
+        config=config,
+        embedder=embedder if embedder is not None else build_embedder(config),
+        on_erased=on_erased,
+        fsync=fsync,
+    )
+    service.prepare()
+    return service
+
+
+__all__ = ["KnowledgeRetriever", "KnowledgeService", "build_embedder", "build_knowledge"]

@@ -1,0 +1,163 @@
+"""Hybrid retrieval: FTS5 bm25 and a numpy scan of a per-collection vector matrix.
+
+The matrix (one L2-normalised float32 row per chunk, with the chunk numbers)
+is loaded once per collection and kept in memory; every change to the
+collection bumps its version, and a matrix of an older version is reloaded on
+the next query. Chunk text always comes from the same read snapshot as the
+bm25 hits, so a deleted chunk can never be returned even by a stale matrix.
+Ranking and scores: protocol.knowledge_rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import trio
+
+from bridges.embeddings import Embedder, EmbeddingError
+from homeserver.database import Readers
+from protocol.knowledge import KnowledgeSettings, RetrievedChunk
+from protocol.knowledge_rank import Candidate, fuse, select
+from protocol.knowledge_text import fts_query
+from storage import knowledge as store
+
+log = logging.getLogger("homeserver.knowledge")
+
+MAX_QUERY_CHARS = 4000
+MAX_CACHED_COLLECTIONS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Matrix:
+    version: int
+    chunk_nos: npt.NDArray[np.int64]
+    vectors: npt.NDArray[np.float32]
+
+
+class Versions:
+    """A change counter per collection (bumped after every committed change)."""
+
+    def __init__(self) -> None:
+        self._v: dict[str, int] = {}
+
+    def get(self, collection_id: str) -> int:
+        return self._v.get(collection_id, 0)
+
+    def bump(self, collection_id: str) -> None:
+        self._v[collection_id] = self._v.get(collection_id, 0) + 1
+
+
+class KnowledgeRetriever:
+    """Implements ``ports.Retriever`` over the knowledge index."""
+
+    def __init__(
+        self,
+        readers: Readers,
+        embedder: Embedder | None,
+        versions: Versions,
+        *,
+        mode: str = "hybrid",
+        candidates: int = 50,
+    ) -> None:
+        self._readers = readers
+        self._embedder = embedder
+        self._versions = versions
+        self.mode = mode if embedder is not None else "bm25"
+        self._candidates = candidates
+        self._cache: OrderedDict[str, _Matrix] = OrderedDict()
+
+    def invalidate(self, collection_id: str) -> None:
+        self._versions.bump(collection_id)
+        self._cache.pop(collection_id, None)
+
+    async def retrieve(
+        self,
+        collection_id: str,
+        query: str,
+        settings: KnowledgeSettings,
+        *,
+        mode: str | None = None,
+    ) -> list[RetrievedChunk]:
+        mode = mode or self.mode
+        query = query[:MAX_QUERY_CHARS]
+        match = fts_query(query) if mode != "vector" else None
+        qvec: npt.NDArray[np.float32] | None = None
+        if mode != "bm25" and self._embedder is not None and query.strip():
+            try:
+                qvec = (await trio.to_thread.run_sync(self._embedder.embed, [query]))[0]
+            except EmbeddingError as exc:
+                log.warning("query embedding failed, using bm25 alone: %s", exc)
+        if match is None and qvec is None:
+            return []
+        version = self._versions.get(collection_id)
+        cached = self._cache.get(collection_id)
+        if cached is not None and cached.version != version:
+            cached = None
+        chunks, matrix = await self._readers.read(
+            self._search, collection_id, match, qvec, cached, version, mode, settings
+        )
+        if (
+            matrix is not None
+            and matrix is not cached
+            and self._versions.get(collection_id) == version
+        ):
+            self._cache[collection_id] = matrix
+            self._cache.move_to_end(collection_id)
+            while len(self._cache) > MAX_CACHED_COLLECTIONS:
+                self._cache.popitem(last=False)
+        return chunks
+
+    def _load(self, conn: sqlite3.Connection, number: int, version: int) -> _Matrix | None:
+        if self._embedder is None:
+            return None
+        dim = self._embedder.dim
+        nos, blob = store.collection_vectors(conn, number, self._embedder.model, dim)
+        vectors = np.frombuffer(blob, dtype=np.float32).reshape(len(nos), dim)
+        return _Matrix(version, np.asarray(nos, dtype=np.int64), vectors)
+
+    def _search(
+        self,
+        conn: sqlite3.Connection,
+        collection_id: str,
+        match: str | None,
+        qvec: npt.NDArray[np.float32] | None,
+        cached: _Matrix | None,
+        version: int,
+        mode: str,
+        settings: KnowledgeSettings,
+    ) -> tuple[list[RetrievedChunk], _Matrix | None]:
+        number = store.collection_no(conn, collection_id)
+        if number is None:
+            return [], None
+        limit = max(self._candidates, settings.top_k)
+        bm25: list[tuple[int, float]] = []
+        if match is not None:
+            bm25 = store.bm25_search(conn, number, match, limit)
+        vector: list[tuple[int, float]] = []
+        matrix = cached
+        if qvec is not None:
+            if matrix is None:
+                matrix = self._load(conn, number, version)
+            if matrix is not None and len(matrix.chunk_nos):
+                vector = _top(matrix, qvec, limit)
+        ranked = fuse(bm25, vector, mode)
+        rows = store.chunks_by_no(conn, [key for key, _ in ranked])
+        candidates = {
+            no: Candidate(r.chunk_id, r.document_id, r.text, r.content_key)
+            for no, r in rows.items()
+        }
+        return select(ranked, candidates, settings), matrix
+
+
+def _top(matrix: _Matrix, qvec: npt.NDArray[np.float32], limit: int) -> list[tuple[int, float]]:
+    sims: Any = matrix.vectors @ qvec
+    n = len(sims)
+    idx = np.argpartition(-sims, limit - 1)[:limit] if n > limit else np.arange(n)
+    idx = idx[np.argsort(-sims[idx], kind="stable")]
+    return [(int(matrix.chunk_nos[i]), float(sims[i])) for i in idx]
