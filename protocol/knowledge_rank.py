@@ -11,7 +11,10 @@ however poor it is, and ``score_threshold`` meaningless):
 - vectors (cosine): ``score = (cos - COS_FLOOR) / (COS_CEIL - COS_FLOOR)``
   clamped to 0-1.
 - hybrid: the order is reciprocal-rank fusion (``sum 1/(k + rank)``, k = 60)
-  of both lists; the score is the probabilistic OR of the per-mode scores,
+  of both lists, where only bm25 hits with ``-bm25 >= BM25_VOTE`` vote (a
+  match on one common word otherwise outranks a good vector hit: measured on
+  the bench corpus, hybrid recall@5 0.865 with every hit voting, 0.91 without
+  the weak ones); the score is the probabilistic OR of the per-mode scores,
   ``1 - (1 - bm25) (1 - vector)``: a chunk one mode alone finds keeps that
   mode's score, one both find scores higher.
 
@@ -29,9 +32,10 @@ from dataclasses import dataclass
 from protocol.knowledge import KnowledgeSettings, RetrievedChunk
 
 RRF_K = 60
-BM25_HALF = 8.0
-COS_FLOOR = 0.35
-COS_CEIL = 0.85
+BM25_HALF = 12.0
+BM25_VOTE = 3.5  # a bm25 hit below this (-bm25) takes no part in the fusion
+COS_FLOOR = 0.15
+COS_CEIL = 0.65
 MODES = ("hybrid", "bm25", "vector")
 
 
@@ -70,7 +74,8 @@ def fuse(
         return [(key, v[key]) for key, _ in vector]
     if mode != "hybrid":
         raise ValueError(f"unknown retrieval mode {mode!r}")
-    fused = rrf([[key for key, _ in bm25], [key for key, _ in vector]])
+    voters = [key for key, raw in bm25 if -raw >= BM25_VOTE]
+    fused = rrf([voters, [key for key, _ in vector]])
 
     def combined(key: int) -> float:
         return 1.0 - (1.0 - b.get(key, 0.0)) * (1.0 - v.get(key, 0.0))
