@@ -34,7 +34,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import knowledge_quality as kq  # noqa: E402
+import knowledge_quality as kq
 
 
 def pct(values: list[float], q: float) -> float:
@@ -179,7 +179,8 @@ def main() -> None:
             (Path(tmp) / "d").mkdir()
             r = trio.run(latency, Path(tmp) / "d", n)
             print(
-                f"retrieval @ {n} chunks (hybrid, query embedding included): p50 {r['p50_ms']:.2f} ms,"
+                f"retrieval @ {n} chunks (hybrid, query embedding included):"
+                f" p50 {r['p50_ms']:.2f} ms,"
                 f" p99 {r['p99_ms']:.2f} ms (matrix load {r['matrix_load_s']:.2f} s);"
                 f" added TTFT p50 {r['ttft_added_p50_ms']:.2f} ms, p99 {r['ttft_added_p99_ms']:.2f} ms"
             )
