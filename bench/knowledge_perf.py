@@ -182,7 +182,8 @@ def main() -> None:
                 f"retrieval @ {n} chunks (hybrid, query embedding included):"
                 f" p50 {r['p50_ms']:.2f} ms,"
                 f" p99 {r['p99_ms']:.2f} ms (matrix load {r['matrix_load_s']:.2f} s);"
-                f" added TTFT p50 {r['ttft_added_p50_ms']:.2f} ms, p99 {r['ttft_added_p99_ms']:.2f} ms"
+                f" added TTFT p50 {r['ttft_added_p50_ms']:.2f} ms,"
+                f" p99 {r['ttft_added_p99_ms']:.2f} ms"
             )
 
 
