@@ -66,13 +66,12 @@ def _fill(service: Any, n_chunks: int, rng: random.Random) -> None:
     articles = [f"{t}. {x}" for _, t, x in docs]
     embedder = WordLlamaEmbedder()
     base = embedder.embed(articles)
-    # Filler words Zipf-distributed over the corpus words plus 20,000 made-up ones,
-    # so term frequencies look like real text (a few very common words, a long tail).
-    words = sorted({w.lower().strip(".,\"'") for a in articles for w in a.split()})
-    words += [f"w{n:05d}x" for n in range(20_000)]
+    # Filler: made-up words, Zipf-distributed over 20,000 of them, so term frequencies
+    # look like text (a few very common words, a long tail); every chunk also holds one
+    # corpus article, so each real word of a question is in at least 1/52 of the chunks.
+    words = [f"w{n:05d}x" for n in range(20_000)]
     weights = 1.0 / np.arange(1, len(words) + 1)
     np_rng = np.random.default_rng(7)
-    np_rng.shuffle(words)
     weights /= weights.sum()
     conn = db.connect(service["db"], synchronous="normal")
     migrate.migrate(conn)
@@ -102,17 +101,12 @@ def _fill(service: Any, n_chunks: int, rng: random.Random) -> None:
         )
         store.insert_document_txn(conn, doc)
         chunks = []
+        drawn = np_rng.choice(len(words), size=(per_doc, 300), p=weights)
         for c in range(per_doc):
             a = rng.randrange(len(articles))
-            filler = " ".join(np_rng.choice(words, 300, p=weights))
+            filler = " ".join(words[i] for i in drawn[c])
             text = f"{articles[a]} {filler}"
-            vec = (
-                base[a]
-                + rng.gauss(0, 1) * 0.0
-                + np.random.default_rng(d * per_doc + c)
-                .normal(0, 0.04, base.shape[1])
-                .astype(np.float32)
-            )
+            vec = base[a] + np_rng.normal(0, 0.04, base.shape[1]).astype(np.float32)
             vec /= np.linalg.norm(vec)
             chunks.append(
                 store.NewChunk(f"chk_{d}_{c}", text, content_key(text), vec.astype("<f4").tobytes())

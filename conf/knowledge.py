@@ -27,6 +27,7 @@ class KnowledgeConfig:
     chunk_overlap: int = 50
     retrieval: str = "hybrid"
     candidates: int = 50
+    bm25_budget: int = 3000
     embeddings: str = "wordllama"
     embeddings_url: str = ""
     embeddings_model: str = ""
@@ -68,6 +69,7 @@ def knowledge_section(value: object, label: str = "knowledge") -> KnowledgeConfi
         chunk_overlap=num("chunk_overlap", 0, 4096),
         retrieval=_choice(t.get("retrieval", d.retrieval), f"{label}.retrieval", RETRIEVAL),
         candidates=num("candidates", 1, 1000),
+        bm25_budget=num("bm25_budget", 1, 100_000_000),
         embeddings=_choice(t.get("embeddings", d.embeddings), f"{label}.embeddings", EMBEDDINGS),
         embeddings_url=_plain(t.get("embeddings_url", ""), f"{label}.embeddings_url", _URL_RE),
         embeddings_model=_plain(t.get("embeddings_model", ""), f"{label}.embeddings_model"),

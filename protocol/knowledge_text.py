@@ -306,18 +306,66 @@ STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 32
+MAX_TERM_CHARS = 64
 
 
-def fts_query(text: str) -> str | None:
-    """An FTS5 MATCH expression for free text: its distinct non-stopword terms, quoted
-    (so no word is read as an operator), joined with OR; None when nothing is left."""
+def query_terms(text: str) -> list[str]:
+    """The distinct non-stopword words of a query, lower-cased, in order (at most 32)."""
     terms: list[str] = []
     for word in _WORD.findall(text.lower()):
-        if word in STOPWORDS or word in terms:
+        if word in STOPWORDS or word in terms or len(word) > MAX_TERM_CHARS:
             continue
         terms.append(word)
         if len(terms) >= MAX_QUERY_TERMS:
             break
+    return terms
+
+
+def fts_match(terms: list[str]) -> str | None:
+    """An FTS5 MATCH expression: every term quoted (never read as an operator), OR-ed."""
     if not terms:
         return None
     return " OR ".join(f'"{t}"' for t in terms)
+
+
+def fts_query(text: str) -> str | None:
+    """:func:`fts_match` of :func:`query_terms`; None when nothing is left."""
+    return fts_match(query_terms(text))
+
+
+_SUFFIXES = ("ingly", "edly", "ings", "ing", "ies", "ied", "ed", "es", "ly", "s")
+
+
+def term_key(word: str) -> str:
+    """A crude stem keying the document-frequency table: it only has to group the
+    forms FTS5's porter stemmer groups well enough to estimate a term's cost."""
+    for suffix in _SUFFIXES:
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def index_term_keys(text: str) -> set[str]:
+    """The distinct term keys of a chunk (what the document-frequency table counts)."""
+    return {
+        term_key(w)
+        for w in _WORD.findall(text.lower())
+        if w not in STOPWORDS and len(w) <= MAX_TERM_CHARS
+    }
+
+
+def budget_terms(terms: list[str], df: dict[str, int], budget: int) -> list[str]:
+    """The query terms the bm25 leg scores: rarest first while their document
+    frequencies add up to at most ``budget`` (FTS5 scores every chunk a term
+    matches, so this bounds the cost; in a small collection nothing is dropped).
+    A term too common to fit carries little weight in bm25 anyway; the vector leg
+    still sees the whole query."""
+    chosen: list[str] = []
+    spent = 0
+    for term in sorted(terms, key=lambda t: df.get(term_key(t), 0)):
+        cost = df.get(term_key(term), 0)
+        if spent + cost > budget:
+            break
+        chosen.append(term)
+        spent += cost
+    return [t for t in terms if t in chosen]

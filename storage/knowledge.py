@@ -14,8 +14,11 @@ collection drops its FTS5 table and all its shadow tables.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from protocol.knowledge_text import index_term_keys
 
 PENDING = ("uploaded", "extracting", "indexing")
 
@@ -113,6 +116,7 @@ def delete_collection_txn(conn: sqlite3.Connection, collection_id: str) -> list[
     ]
     conn.execute(f"DROP TABLE IF EXISTS {fts_table(number)}")
     conn.execute("DELETE FROM knowledge_chunks WHERE collection_no = ?", (number,))
+    conn.execute("DELETE FROM knowledge_terms WHERE collection_no = ?", (number,))
     conn.execute("DELETE FROM knowledge_documents WHERE collection_no = ?", (number,))
     conn.execute("DELETE FROM knowledge_collections WHERE collection_no = ?", (number,))
     return docs
@@ -205,7 +209,40 @@ def _drop_chunks(conn: sqlite3.Connection, document_no: int, collection_no_: int
         [(r[0], r[1]) for r in rows],
     )
     conn.execute("DELETE FROM knowledge_chunks WHERE document_no = ?", (document_no,))
+    _count_terms(conn, collection_no_, (r[1] for r in rows), -1)
     return len(rows)
+
+
+def _count_terms(
+    conn: sqlite3.Connection, collection_no_: int, texts: Iterable[str], sign: int
+) -> None:
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(index_term_keys(text))
+    if not counts:
+        return
+    conn.executemany(
+        "INSERT INTO knowledge_terms (collection_no, term, df) VALUES (?, ?, ?)"
+        " ON CONFLICT (collection_no, term) DO UPDATE SET df = df + excluded.df",
+        [(collection_no_, term, sign * n) for term, n in counts.items()],
+    )
+    if sign < 0:
+        conn.executemany(
+            "DELETE FROM knowledge_terms WHERE collection_no = ? AND term = ? AND df <= 0",
+            [(collection_no_, term) for term in counts],
+        )
+
+
+def term_dfs(conn: sqlite3.Connection, collection_no_: int, keys: Sequence[str]) -> dict[str, int]:
+    """Document frequencies of these term keys in the collection (absent: 0)."""
+    if not keys:
+        return {}
+    marks = ",".join("?" * len(keys))
+    rows = conn.execute(
+        f"SELECT term, df FROM knowledge_terms WHERE collection_no = ? AND term IN ({marks})",
+        (collection_no_, *keys),
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
 
 
 def delete_document_txn(conn: sqlite3.Connection, doc: Document) -> None:
@@ -292,6 +329,7 @@ def store_chunks_txn(
         conn.execute(
             f"INSERT INTO {table} (rowid, text) VALUES (?, ?)", (cur.lastrowid, chunk.text)
         )
+    _count_terms(conn, doc.collection_no, (c.text for c in chunks), 1)
     conn.execute(
         "UPDATE knowledge_documents SET status = 'indexed', error = NULL, chunk_count = ?,"
         " text_chars = ?, updated_at_ms = ?, indexed_at_ms = ? WHERE document_no = ?",

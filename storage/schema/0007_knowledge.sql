@@ -53,3 +53,13 @@ CREATE TABLE knowledge_chunks (
 );
 CREATE INDEX knowledge_chunks_by_document ON knowledge_chunks (document_no, ordinal);
 CREATE INDEX knowledge_chunks_by_collection ON knowledge_chunks (collection_no, chunk_no);
+
+-- Document frequency of each term key (protocol.knowledge_text.term_key) per
+-- collection, kept in step with the chunks: retrieval uses it to bound how many
+-- chunks FTS5 has to score for one query.
+CREATE TABLE knowledge_terms (
+    collection_no INTEGER NOT NULL,
+    term TEXT NOT NULL,
+    df INTEGER NOT NULL,
+    PRIMARY KEY (collection_no, term)
+) WITHOUT ROWID;

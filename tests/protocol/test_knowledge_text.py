@@ -18,7 +18,16 @@ from protocol.knowledge_rank import (
     rrf,
     select,
 )
-from protocol.knowledge_text import PDF_MIME, chunk_text, fts_query, sniff_type
+from protocol.knowledge_text import (
+    PDF_MIME,
+    budget_terms,
+    chunk_text,
+    fts_query,
+    index_term_keys,
+    query_terms,
+    sniff_type,
+    term_key,
+)
 from protocol.llm import estimate_tokens
 
 
@@ -158,3 +167,22 @@ def test_select_applies_every_setting() -> None:
     got = select(ranked, cands, KnowledgeSettings(top_k=10, score_threshold=0.0))
     assert got[-1].chunk_id == "c5"
     assert all(0 <= c.score <= 1 for c in got)
+
+
+def test_budget_terms_keeps_the_rarest_within_budget() -> None:
+    terms = ["files", "invoice", "zebra", "account"]
+    df = {"fil": 900, "invoice": 40, "zebra": 0, "account": 300}
+    assert budget_terms(terms, df, 10_000) == terms
+    assert budget_terms(terms, df, 400) == ["invoice", "zebra", "account"]
+    assert budget_terms(terms, df, 100) == ["invoice", "zebra"]
+    assert budget_terms(terms, {"zebra": 5000}, 100) == ["files", "invoice", "account"]
+    assert budget_terms(["files"], df, 10) == []
+
+
+def test_term_keys_group_simple_forms() -> None:
+    assert term_key("invoices") == "invoic"
+    assert term_key("files") == "fil"
+    assert term_key("file") == "file"
+    assert term_key("is") == "is"
+    assert index_term_keys("The invoices, the INVOICES and files.") == {"invoic", "fil"}
+    assert query_terms("How do the invoices work? invoices!") == ["invoices", "work"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 from bridges.embeddings import Embedder, OpenAIEmbedder, WordLlamaEmbedder
 from conf.knowledge import KnowledgeConfig
 from homeserver.clock import WallClock
@@ -50,6 +52,10 @@ def build_knowledge(
     fsync: bool = False,
     embedder: Embedder | None = None,
 ) -> KnowledgeService:
+    # One BLAS thread: the matrix-vector products here are small and run beside
+    # other work; OpenBLAS's own threads made them ten times slower on a busy
+    # 2-core machine (bench/RESULTS.md).
+    threadpool_limits(limits=1, user_api="blas")
     service = KnowledgeService(
         writer,
         readers,

@@ -24,7 +24,7 @@ from bridges.embeddings import Embedder, EmbeddingError
 from homeserver.database import Readers
 from protocol.knowledge import KnowledgeSettings, RetrievedChunk
 from protocol.knowledge_rank import Candidate, fuse, select
-from protocol.knowledge_text import fts_query
+from protocol.knowledge_text import budget_terms, fts_match, query_terms, term_key
 from storage import knowledge as store
 
 log = logging.getLogger("homeserver.knowledge")
@@ -64,12 +64,14 @@ class KnowledgeRetriever:
         *,
         mode: str = "hybrid",
         candidates: int = 50,
+        bm25_budget: int = 3000,
     ) -> None:
         self._readers = readers
         self._embedder = embedder
         self._versions = versions
         self.mode = mode if embedder is not None else "bm25"
         self._candidates = candidates
+        self._bm25_budget = bm25_budget
         self._cache: OrderedDict[str, _Matrix] = OrderedDict()
 
     def invalidate(self, collection_id: str) -> None:
@@ -86,21 +88,21 @@ class KnowledgeRetriever:
     ) -> list[RetrievedChunk]:
         mode = mode or self.mode
         query = query[:MAX_QUERY_CHARS]
-        match = fts_query(query) if mode != "vector" else None
+        terms = query_terms(query) if mode != "vector" else []
         qvec: npt.NDArray[np.float32] | None = None
         if mode != "bm25" and self._embedder is not None and query.strip():
             try:
                 qvec = (await trio.to_thread.run_sync(self._embedder.embed, [query]))[0]
             except EmbeddingError as exc:
                 log.warning("query embedding failed, using bm25 alone: %s", exc)
-        if match is None and qvec is None:
+        if not terms and qvec is None:
             return []
         version = self._versions.get(collection_id)
         cached = self._cache.get(collection_id)
         if cached is not None and cached.version != version:
             cached = None
         chunks, matrix = await self._readers.read(
-            self._search, collection_id, match, qvec, cached, version, mode, settings
+            self._search, collection_id, terms, qvec, cached, version, mode, settings
         )
         if (
             matrix is not None
@@ -125,7 +127,7 @@ class KnowledgeRetriever:
         self,
         conn: sqlite3.Connection,
         collection_id: str,
-        match: str | None,
+        terms: list[str],
         qvec: npt.NDArray[np.float32] | None,
         cached: _Matrix | None,
         version: int,
@@ -137,8 +139,11 @@ class KnowledgeRetriever:
             return [], None
         limit = max(self._candidates, settings.top_k)
         bm25: list[tuple[int, float]] = []
-        if match is not None:
-            bm25 = store.bm25_search(conn, number, match, limit)
+        if terms:
+            df = store.term_dfs(conn, number, sorted({term_key(t) for t in terms}))
+            match = fts_match(budget_terms(terms, df, self._bm25_budget))
+            if match is not None:
+                bm25 = store.bm25_search(conn, number, match, limit)
         vector: list[tuple[int, float]] = []
         matrix = cached
         if qvec is not None:

@@ -91,6 +91,7 @@ class KnowledgeService:
             Versions(),
             mode=config.retrieval if embedder is not None else "bm25",
             candidates=config.candidates,
+            bm25_budget=config.bm25_budget,
         )
         self.indexer = Indexer(
             writer,
