@@ -259,3 +259,69 @@ async def test_bad_forms_are_422(env: Env) -> None:
     envelope_error(r, 422, "VALIDATION_ERROR")
     r = await upload(env.api, env.alice, "bot_a", b"hello", "a.txt", name="n" * 300)
     envelope_error(r, 422, "VALIDATION_ERROR")
+
+
+async def test_replace_while_indexing_keeps_only_the_new_file(env: Env) -> None:
+    first = envelope_ok(await upload(env.api, env.alice, "bot_a", b"Kestrel " * 3000, "k.txt"), 201)
+    r = await upload(
+        env.api, env.alice, "bot_a", b"Nightjar notes.", "n.txt", method="PUT", doc_id=first["id"]
+    )
+    envelope_ok(r, 200)
+    done = await wait_done(env.api, env.alice, "bot_a", first["id"])
+    assert done["status"] == "indexed"
+    assert done["chunk_count"] == 1
+    assert not await env.texts("bot_a", "kestrel", "bm25")
+    assert await env.texts("bot_a", "nightjar", "bm25") == ["Nightjar notes."]
+
+
+async def test_collections_exist_for_linked_mode(env: Env) -> None:
+    knowledge = env.knowledge
+    assert not await knowledge.collection_exists("col_new")
+    await env.running.writer.write(knowledge.create_collection_txn, "col_new")
+    assert await knowledge.collection_exists("col_new")
+    await env.running.writer.write(knowledge.create_collection_txn, "col_new")  # idempotent
+    await indexed(env, b"Linked mode reads this.", "l.txt")
+    assert await knowledge.collection_exists("col_a")
+    # A linked bot reads another bot's collection through BotRef.retrieval_collection.
+    import dataclasses
+
+    linked = dataclasses.replace(
+        env.bots.add("bot_l", env.alice), knowledge_mode="linked", knowledge_collection_id="col_a"
+    )
+    found = await knowledge.retriever.retrieve(linked.retrieval_collection, "linked mode", LOOSE)
+    assert [c.text for c in found] == ["Linked mode reads this."]
+    assert await knowledge.retriever.retrieve("col_missing", "linked mode", LOOSE) == []
+
+
+def test_openapi_fragment_documents_every_route() -> None:
+    import json
+
+    from quart_trio import QuartTrio
+
+    from homeserver.modules.scaibot.knowledge import routes
+
+    app = QuartTrio("t")
+
+    class _Knowledge:
+        max_body_bytes = 1
+
+    routes.install(app, None, FakeBots(), _Knowledge())  # type: ignore[arg-type]
+    served = {
+        (rule.rule.replace("<", "{").replace(">", "}"), method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith(routes.PREFIX)
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    path = Path(routes.__file__).parents[3] / "http" / "openapi" / "scaibot_knowledge.json"
+    spec = json.loads(path.read_text())
+    documented = {(p, m) for p, ops in spec["paths"].items() for m in ops}
+    assert served == documented
+    for ops in spec["paths"].values():
+        for op in ops.values():
+            for ref in json.dumps(op).split('"$ref": "')[1:]:
+                name = ref.split('"')[0].rsplit("/", 1)[1]
+                assert name in spec["components"]["schemas"] or name in (
+                    "Envelope",
+                    "ErrorEnvelope",
+                )

@@ -272,6 +272,11 @@ class KnowledgeService:
         await trio.to_thread.run_sync(self._unlink, self.path_of(doc))
         self._janitor_send.send_nowait(("optimize", bot.collection_id))
 
+    def create_collection_txn(self, conn: sqlite3.Connection, collection_id: str) -> None:
+        """For the bot-creating write transaction: the collection exists from then on
+        (``collection_exists`` is true before its first document)."""
+        store.ensure_collection_txn(conn, collection_id, self._clock())
+
     def delete_collection_txn(self, conn: sqlite3.Connection, bot: BotRef) -> None:
         """The ``BotDeletionHook``: runs inside the bot-deleting write transaction."""
         store.delete_collection_txn(conn, bot.collection_id)
