@@ -48,7 +48,7 @@ async def knowledge_service(data_dir: Path, **config: Any) -> AsyncIterator[Any]
     from conf.knowledge import KnowledgeConfig
     from homeserver.clock import system_ms
     from homeserver.database import Readers, Writer
-    from homeserver.modules.scaibot.knowledge import build_knowledge
+    from homeserver.modules.scaibot.knowledge.build import build_knowledge
 
     db = data_dir / "homeserver.db"
     writer = Writer(db, synchronous="normal", max_batch=64)

@@ -35,6 +35,7 @@ class KnowledgeConfig:
     embeddings_timeout_s: float = 30.0
     extract_timeout_s: float = 600.0
     index_workers: int = 1
+    extract_processes: int = 1
     scrub_on_delete: bool = True
 
 
@@ -86,6 +87,7 @@ def knowledge_section(value: object, label: str = "knowledge") -> KnowledgeConfi
             t.get("extract_timeout_s", d.extract_timeout_s), f"{label}.extract_timeout_s", 0, 86400
         ),
         index_workers=num("index_workers", 1, 64),
+        extract_processes=num("extract_processes", 0, 64),
         scrub_on_delete=_bool(t.get("scrub_on_delete", True), f"{label}.scrub_on_delete"),
     )
     if cfg.chunk_overlap >= cfg.chunk_tokens:

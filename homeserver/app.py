@@ -34,7 +34,8 @@ from homeserver.hub import Hub
 from homeserver.listener import Router
 from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
-from homeserver.modules.scaibot.knowledge import KnowledgeService, build_knowledge
+from homeserver.modules.scaibot.knowledge.build import build_knowledge
+from homeserver.modules.scaibot.knowledge.service import KnowledgeService
 from homeserver.modules.scaibot.ports import BotDirectory
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService

@@ -21,8 +21,8 @@ from homeserver.http import (
 from homeserver.http.shim import install_fallbacks, json_response
 from homeserver.media import MediaService
 from homeserver.messages import MessageService
-from homeserver.modules.scaibot.knowledge import KnowledgeService
 from homeserver.modules.scaibot.knowledge import routes as knowledge_routes
+from homeserver.modules.scaibot.knowledge.service import KnowledgeService
 from homeserver.modules.scaibot.ports import BotDirectory
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from homeserver.app import Running
-from homeserver.modules.scaibot.knowledge import KnowledgeService
+from homeserver.modules.scaibot.knowledge.service import KnowledgeService
 from protocol.knowledge import KnowledgeSettings
 from tests.knowledge.support import (
     DOCS,

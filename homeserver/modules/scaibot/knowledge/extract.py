@@ -114,3 +114,26 @@ def extract_text(path: Path, doc_type: str) -> str:
     if not text.strip():
         raise ExtractionError("the document has no text to index")
     return text
+
+
+EXIT_EXTRACTION_ERROR = 3
+
+
+def main(argv: list[str]) -> int:
+    """``python -m ...extract FILE TYPE``: the text on stdout (UTF-8), or exit 3 with the
+    reason on stderr. Run by extractor.Extractor in a child process."""
+    import sys
+
+    try:
+        text = extract_text(Path(argv[0]), argv[1])
+    except ExtractionError as exc:
+        sys.stderr.write(str(exc))
+        return EXIT_EXTRACTION_ERROR
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

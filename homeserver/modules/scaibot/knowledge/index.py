@@ -8,8 +8,8 @@ check the generation). At start-up every document left ``uploaded``,
 written in the one transaction that marks it ``indexed``, so a run cut short
 left nothing behind and starts over.
 
-Extraction and embedding run in worker threads (extraction behind a
-``CapacityLimiter`` of one per worker, with a timeout), never on the loop.
+Extraction runs in worker processes (PDF, DOCX) or threads (see extractor) with a
+timeout, embedding in worker threads: never on the loop.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from bridges.embeddings import Embedder, EmbeddingError
 from conf.knowledge import KnowledgeConfig
 from homeserver.clock import WallClock
 from homeserver.database import Readers, Writer
-from homeserver.modules.scaibot.knowledge.extract import ExtractionError, extract_text
+from homeserver.modules.scaibot.knowledge.extract import ExtractionError
+from homeserver.modules.scaibot.knowledge.extractor import Extractor
 from protocol import ids
 from protocol.knowledge_rank import content_key
 from protocol.knowledge_text import chunk_text
@@ -58,7 +59,9 @@ class Indexer:
         self._path_of = path_of
         self._on_indexed = on_indexed
         self._send, self._recv = trio.open_memory_channel[Job](math.inf)
-        self._limiter = trio.CapacityLimiter(config.index_workers)
+        self.extractor = Extractor(
+            processes=config.extract_processes, timeout_s=config.extract_timeout_s
+        )
         self.indexed = 0
         self.failed = 0
         # Told (document_id, status) after each committed status change (tests, metrics).
@@ -108,16 +111,9 @@ class Indexer:
             return
         path = self._path_of(doc)
         try:
-            with trio.fail_after(self._config.extract_timeout_s):
-                text = await trio.to_thread.run_sync(
-                    extract_text, path, doc.doc_type, limiter=self._limiter, abandon_on_cancel=True
-                )
+            text = await self.extractor.extract(path, doc.doc_type)
         except ExtractionError as exc:
             await self._fail(document_id, generation, str(exc))
-            return
-        except trio.TooSlowError:
-            limit = self._config.extract_timeout_s
-            await self._fail(document_id, generation, f"extraction took over {limit:g} s")
             return
         except FileNotFoundError:
             await self._fail(document_id, generation, "the uploaded file is missing")
