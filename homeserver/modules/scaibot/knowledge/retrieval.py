@@ -33,11 +33,31 @@ MAX_QUERY_CHARS = 4000
 MAX_CACHED_COLLECTIONS = 64
 
 
+# Large collections are scanned in two stages: the first COARSE_DIMS dimensions of
+# every row (wordllama's weights are trained so that leading dimensions carry the most),
+# then the exact score of the best COARSE_KEEP rows. Half the memory traffic of a full
+# scan, which is what a 100k x 256 scan is bound by.
+COARSE_FROM_ROWS = 20_000
+COARSE_DIMS = 128
+COARSE_KEEP = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class _Matrix:
     version: int
     chunk_nos: npt.NDArray[np.int64]
-    vectors: npt.NDArray[np.float32]
+    head: npt.NDArray[np.float32]  # every row, all dims (small) or the first COARSE_DIMS
+    tail: npt.NDArray[np.float32] | None  # the remaining dims, for large collections
+
+
+def _matrix(version: int, nos: list[int], blob: bytes, dim: int) -> _Matrix:
+    vectors = np.frombuffer(blob, dtype=np.float32).reshape(len(nos), dim)
+    chunk_nos = np.asarray(nos, dtype=np.int64)
+    if len(nos) < COARSE_FROM_ROWS or dim <= COARSE_DIMS:
+        return _Matrix(version, chunk_nos, vectors, None)
+    head = np.ascontiguousarray(vectors[:, :COARSE_DIMS])
+    tail = np.ascontiguousarray(vectors[:, COARSE_DIMS:])
+    return _Matrix(version, chunk_nos, head, tail)
 
 
 class Versions:
@@ -120,8 +140,7 @@ class KnowledgeRetriever:
             return None
         dim = self._embedder.dim
         nos, blob = store.collection_vectors(conn, number, self._embedder.model, dim)
-        vectors = np.frombuffer(blob, dtype=np.float32).reshape(len(nos), dim)
-        return _Matrix(version, np.asarray(nos, dtype=np.int64), vectors)
+        return _matrix(version, nos, blob, dim)
 
     def _search(
         self,
@@ -161,8 +180,16 @@ class KnowledgeRetriever:
 
 
 def _top(matrix: _Matrix, qvec: npt.NDArray[np.float32], limit: int) -> list[tuple[int, float]]:
-    sims: Any = matrix.vectors @ qvec
+    """``(chunk_no, cosine)`` of the ``limit`` rows most similar to ``qvec``, best first."""
+    if matrix.tail is None:
+        sims: Any = matrix.head @ qvec
+        rows: Any = np.arange(len(sims))
+    else:
+        coarse: Any = matrix.head @ qvec[:COARSE_DIMS]
+        keep = min(len(coarse), max(COARSE_KEEP, limit))
+        rows = np.argpartition(-coarse, keep - 1)[:keep]
+        sims = coarse[rows] + matrix.tail[rows] @ qvec[COARSE_DIMS:]
     n = len(sims)
-    idx = np.argpartition(-sims, limit - 1)[:limit] if n > limit else np.arange(n)
-    idx = idx[np.argsort(-sims[idx], kind="stable")]
-    return [(int(matrix.chunk_nos[i]), float(sims[i])) for i in idx]
+    best = np.argpartition(-sims, limit - 1)[:limit] if n > limit else np.arange(n)
+    best = best[np.argsort(-sims[best], kind="stable")]
+    return [(int(matrix.chunk_nos[rows[i]]), float(sims[i])) for i in best]
