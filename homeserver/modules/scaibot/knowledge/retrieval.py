@@ -121,6 +121,8 @@ class KnowledgeRetriever:
         cached = self._cache.get(collection_id)
         if cached is not None and cached.version != version:
             cached = None
+        if cached is not None and qvec is not None:
+            return await self._parallel(collection_id, terms, qvec, cached, mode, settings)
         chunks, matrix = await self._readers.read(
             self._search, collection_id, terms, qvec, cached, version, mode, settings
         )
@@ -142,6 +144,47 @@ class KnowledgeRetriever:
         nos, blob = store.collection_vectors(conn, number, self._embedder.model, dim)
         return _matrix(version, nos, blob, dim)
 
+    async def _parallel(
+        self,
+        collection_id: str,
+        terms: list[str],
+        qvec: npt.NDArray[np.float32],
+        matrix: _Matrix,
+        mode: str,
+        settings: KnowledgeSettings,
+    ) -> list[RetrievedChunk]:
+        """With the matrix cached: the vector scan (numpy) and bm25 (SQLite) run at once
+        in two threads (both release the GIL), then one read fetches the winners."""
+        limit = max(self._candidates, settings.top_k)
+        vector: list[tuple[int, float]] = []
+        bm25: list[tuple[int, float]] = []
+
+        async def scan() -> None:
+            nonlocal vector
+            if len(matrix.chunk_nos):
+                vector = await trio.to_thread.run_sync(_top, matrix, qvec, limit)
+
+        async def lexical() -> None:
+            nonlocal bm25
+            if terms:
+                bm25 = await self._readers.read(self._bm25, collection_id, terms, limit)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(scan)
+            nursery.start_soon(lexical)
+        ranked = fuse(bm25, vector, mode)
+        return await self._readers.read(_finish, ranked, settings)
+
+    def _bm25(
+        self, conn: sqlite3.Connection, collection_id: str, terms: list[str], limit: int
+    ) -> list[tuple[int, float]]:
+        number = store.collection_no(conn, collection_id)
+        if number is None:
+            return []
+        df = store.term_dfs(conn, number, sorted({term_key(t) for t in terms}))
+        match = fts_match(budget_terms(terms, df, self._bm25_budget))
+        return [] if match is None else store.bm25_search(conn, number, match, limit)
+
     def _search(
         self,
         conn: sqlite3.Connection,
@@ -157,12 +200,7 @@ class KnowledgeRetriever:
         if number is None:
             return [], None
         limit = max(self._candidates, settings.top_k)
-        bm25: list[tuple[int, float]] = []
-        if terms:
-            df = store.term_dfs(conn, number, sorted({term_key(t) for t in terms}))
-            match = fts_match(budget_terms(terms, df, self._bm25_budget))
-            if match is not None:
-                bm25 = store.bm25_search(conn, number, match, limit)
+        bm25 = self._bm25(conn, collection_id, terms, limit) if terms else []
         vector: list[tuple[int, float]] = []
         matrix = cached
         if qvec is not None:
@@ -170,13 +208,18 @@ class KnowledgeRetriever:
                 matrix = self._load(conn, number, version)
             if matrix is not None and len(matrix.chunk_nos):
                 vector = _top(matrix, qvec, limit)
-        ranked = fuse(bm25, vector, mode)
-        rows = store.chunks_by_no(conn, [key for key, _ in ranked])
-        candidates = {
-            no: Candidate(r.chunk_id, r.document_id, r.text, r.content_key)
-            for no, r in rows.items()
-        }
-        return select(ranked, candidates, settings), matrix
+        return _finish(conn, fuse(bm25, vector, mode), settings), matrix
+
+
+def _finish(
+    conn: sqlite3.Connection, ranked: list[tuple[int, float]], settings: KnowledgeSettings
+) -> list[RetrievedChunk]:
+    """The chosen chunks, read in this snapshot: a chunk deleted meanwhile is skipped."""
+    rows = store.chunks_by_no(conn, [key for key, _ in ranked])
+    candidates = {
+        no: Candidate(r.chunk_id, r.document_id, r.text, r.content_key) for no, r in rows.items()
+    }
+    return select(ranked, candidates, settings)
 
 
 def _top(matrix: _Matrix, qvec: npt.NDArray[np.float32], limit: int) -> list[tuple[int, float]]:
