@@ -34,12 +34,14 @@ MAX_CACHED_COLLECTIONS = 64
 
 
 # Large collections are scanned in two stages: the first COARSE_DIMS dimensions of
-# every row (wordllama's weights are trained so that leading dimensions carry the most),
-# then the exact score of the best COARSE_KEEP rows. Half the memory traffic of a full
-# scan, which is what a 100k x 256 scan is bound by.
+# every row, then the exact score of the best COARSE_KEEP rows. A full 100k x 256 scan
+# is bound by memory traffic; this reads a quarter of it. wordllama is trained so that
+# leading dimensions carry the most (it offers truncation to 64): on the bench corpus
+# the first 64 dimensions alone still rank the answer in the top 5 for 81 % of the
+# questions (all 256: 88 %), and the coarse stage only has to keep it in the top 2 %.
 COARSE_FROM_ROWS = 20_000
-COARSE_DIMS = 128
-COARSE_KEEP = 1000
+COARSE_DIMS = 64
+COARSE_KEEP = 2000
 
 
 @dataclass(frozen=True, slots=True)
