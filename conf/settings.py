@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn
 
+from conf.knowledge import KnowledgeConfig, default_knowledge, knowledge_section
 from conf.sections import (
     AiSettings,
     ModelsSettings,
@@ -94,6 +95,7 @@ class Settings:
     ai: AiSettings = field(default_factory=default_ai)
     sessions: SessionsSettings = field(default_factory=default_sessions)
     scaibot: ScaibotSettings = field(default_factory=default_scaibot)
+    knowledge: KnowledgeConfig = field(default_factory=default_knowledge)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -195,6 +197,7 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         "ai": _Spec("section"),
         "sessions": _Spec("section"),
         "scaibot": _Spec("section"),
+        "knowledge": _Spec("section"),
     }
 )
 
@@ -265,6 +268,7 @@ _SECTION_PARSERS: Mapping[str, Callable[[object, str], object]] = {
     "ai": ai_section,
     "sessions": sessions_section,
     "scaibot": scaibot_section,
+    "knowledge": knowledge_section,
 }
 
 

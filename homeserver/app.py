@@ -22,6 +22,7 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
+from quart import Blueprint
 
 from bridges.models import ModelRegistry, build_registry
 from conf import Settings
@@ -36,7 +37,11 @@ from homeserver.hub import Hub
 from homeserver.listener import MAX_HEAD, ListenerStats, Router
 from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
-from homeserver.modules.scaibot.module import ScaiBotModule
+from homeserver.modules.scaibot.knowledge import routes as knowledge_routes
+from homeserver.modules.scaibot.knowledge.build import build_knowledge
+from homeserver.modules.scaibot.knowledge.service import KnowledgeService
+from homeserver.modules.scaibot.module import ModuleContext, ScaiBotModule
+from homeserver.modules.scaibot.ports import BotDirectory
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.revocation import RevocationWatcher
@@ -73,6 +78,7 @@ class Running:
     registry: Registry
     listener_stats: ListenerStats
     http_stats: HttpStats
+    knowledge: KnowledgeService | None = None
 
     @property
     def base_url(self) -> str:
@@ -175,6 +181,7 @@ class _Graph:
     sessions: SessionService
     ai_runner: AiRunner
     scaibot: ScaiBotModule
+    knowledge: KnowledgeService
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -190,9 +197,17 @@ def build_scaibot(
     clock: WallClock,
     auth: AuthService,
     models: ModelRegistry,
+    knowledge: KnowledgeService,
+    bots: BotDirectory | None = None,
 ) -> ScaiBotModule:
-    """The ScaiBot module. The knowledge index plugs in here: ``retriever=``,
-    ``deletion_hooks=`` and ``route_installers=`` (see homeserver/modules/scaibot/module.py)."""
+    """The ScaiBot module with its knowledge index plugged in: the index is the chat
+    turn's retriever, drops a deleted bot's collection inside the deleting transaction,
+    and adds the document routes to the module's blueprint. ``bots`` replaces the
+    module's own bot directory for those routes (tests)."""
+
+    def documents(bp: Blueprint, ctx: ModuleContext) -> None:
+        knowledge_routes.install(bp, auth, bots or ctx.bots, knowledge, app=ctx.app, mount="")
+
     return ScaiBotModule(
         settings=settings.scaibot,
         data_dir=Path(settings.data_dir),
@@ -202,6 +217,9 @@ def build_scaibot(
         authenticate=auth.authenticate,
         models=models,
         max_request_bytes=settings.max_request_bytes,
+        retriever=knowledge.retriever,
+        deletion_hooks=(knowledge.delete_collection_txn,),
+        route_installers=(documents,),
     )
 
 
@@ -212,6 +230,7 @@ def _build(
     hub: Hub,
     clock: WallClock,
     models: ModelRegistry | None = None,
+    bots: BotDirectory | None = None,
 ) -> _Graph:
     auth = AuthService(
         writer,
@@ -329,7 +348,16 @@ def _build(
             max_per_participant=settings.sessions.max_per_participant,
         ),
     )
-    scaibot = build_scaibot(settings, writer, readers, clock, auth, models)
+    knowledge = build_knowledge(
+        writer,
+        readers,
+        clock,
+        settings.knowledge,
+        data_dir=Path(settings.data_dir),
+        on_erased=scrubber.request,
+        fsync=settings.db_synchronous == "full",
+    )
+    scaibot = build_scaibot(settings, writer, readers, clock, auth, models, knowledge, bots)
     quart_app = build_app(
         settings,
         auth=auth,
@@ -362,6 +390,7 @@ def _build(
         sessions,
         ai_runner,
         scaibot,
+        knowledge,
     )
 
 
@@ -370,11 +399,15 @@ async def run(
     *,
     clock: WallClock = system_ms,
     models: ModelRegistry | None = None,
+    bots: BotDirectory | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the whole server until cancelled. Reports :class:`Running` once it accepts.
 
-    ``models`` replaces the registry built from ``settings.models`` (tests)."""
+    ``models`` replaces the registry built from ``settings.models`` (tests).
+    ``bots`` replaces the ScaiBot bot directory the knowledge routes authorise through
+    (knowledge tests pass a fake).
+    """
     db_path = prepare_data_dir(settings)
     writer = Writer(
         db_path, synchronous=settings.db_synchronous, max_batch=settings.writer_max_batch
@@ -386,7 +419,7 @@ async def run(
         hub = Hub(settings.tenant_id, encode_text_frame)
         hub.load_memberships(await readers.read(room_store.all_joined), position)
         writer.set_on_commit(hub.publish_events)
-        graph = _build(settings, writer, readers, hub, clock, models)
+        graph = _build(settings, writer, readers, hub, clock, models, bots)
         await _serve(settings, writer, graph, db_path, task_status)
     finally:
         stats = writer.stats
@@ -457,6 +490,7 @@ async def _serve(
         await nursery.start(graph.sessions.run)
         await nursery.start(graph.ai_runner.run)
         await nursery.start(graph.scaibot.run)
+        await nursery.start(graph.knowledge.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)
@@ -476,5 +510,6 @@ async def _serve(
                 graph.registry,
                 router.stats,
                 http_stats,
+                graph.knowledge,
             )
         )

@@ -33,7 +33,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from homeserver.auth import AuthService
 from homeserver.http.shim import bearer, error_response, ok, route
 from homeserver.http.upload_body import allow_large_bodies
-from homeserver.media import MediaService, media_not_found, too_large
+from homeserver.media import MediaService, media_not_found
+from homeserver.uploads import too_large
 from protocol.errors import ApiError, ErrorCode
 from protocol.media import (
     ByteRange,

@@ -24,6 +24,7 @@ disconnect cancels the handler only while its response is unfinished (see
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,11 +100,17 @@ class StreamingBody(TrackedBody):
 
 class _Connection(TrioASGIHTTPConnection):
     limits: Mapping[tuple[str, str], int] = {}
+    patterns: tuple[tuple[str, re.Pattern[str], int], ...] = ()
     _finished = False
 
     def _create_request_from_scope(self, send: Any) -> Any:
         request = super()._create_request_from_scope(send)
         limit = self.limits.get((request.method, request.path))
+        if limit is None:
+            for method, pattern, max_bytes in self.patterns:
+                if request.method == method and pattern.fullmatch(request.path):
+                    limit = max_bytes
+                    break
         if limit is not None:
             request.body = StreamingBody(request.content_length, limit)
         else:
@@ -156,7 +163,25 @@ def allow_large_bodies(app: QuartTrio, method: str, path: str, max_bytes: int) -
     """Let ``method path`` (an exact path) take a streamed body of up to ``max_bytes``."""
     current: Mapping[tuple[str, str], int] = getattr(app.asgi_http_class, "limits", {})
 
+    patterns = getattr(app.asgi_http_class, "patterns", ())
+
     class StreamingBodyConnection(_Connection):
         limits = {**current, (method.upper(), path): max_bytes}
 
+    StreamingBodyConnection.patterns = patterns
+    app.asgi_http_class = StreamingBodyConnection
+
+
+def allow_large_bodies_matching(
+    app: QuartTrio, method: str, pattern: re.Pattern[str], max_bytes: int
+) -> None:
+    """As :func:`allow_large_bodies`, for every path ``pattern`` matches in full
+    (routes with a variable part, e.g. ``/bots/<bot_id>/documents``)."""
+    current: Mapping[tuple[str, str], int] = getattr(app.asgi_http_class, "limits", {})
+    patterns = getattr(app.asgi_http_class, "patterns", ())
+
+    class StreamingBodyConnection(_Connection):
+        limits = current
+
+    StreamingBodyConnection.patterns = (*patterns, (method.upper(), pattern, max_bytes))
     app.asgi_http_class = StreamingBodyConnection

@@ -12,6 +12,7 @@ from protocol.scaibot.bots import BotConfig
 from protocol.scaibot.escalation import Rule, RuleSpec
 from protocol.scaibot.tone import Tone, parse_tone
 from storage.errors import Conflict
+from storage.scaibot.conversations import forget_knowledge_txn
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +172,9 @@ def set_status_txn(conn: sqlite3.Connection, bot_id: str, status: str, now_ms: i
 
 
 def delete_bot_txn(conn: sqlite3.Connection, bot_id: str) -> None:
-    """Anonymise the bot's conversations; its tone, rules and token rows go with it."""
+    """Anonymise the bot's conversations and erase the knowledge text their transcripts
+    kept; its tone, rules and token rows go with it."""
+    forget_knowledge_txn(conn, bot_id=bot_id)
     conn.execute(
         "UPDATE scaibot_conversations SET visitor_id = NULL, visitor_email = NULL, "
         "visitor_name = NULL, metadata = NULL WHERE bot_id = ?",

@@ -340,3 +340,60 @@ def answer_handoffs_txn(
         (operator_id, now_ms, conversation_id),
     )
     return cur.rowcount
+
+
+# --------------------------------------------------------------------------- erasure
+
+
+def _without_knowledge(citations: Any, retrieved: Any, document_id: str | None) -> tuple[Any, Any]:
+    """Citations without their snippets and retrieved chunks without their text, for
+    one document (``document_id``) or for all (``None``)."""
+
+    def hit(item: Any) -> bool:
+        return isinstance(item, dict) and (
+            document_id is None or item.get("document_id") == document_id
+        )
+
+    if isinstance(citations, list):
+        citations = [
+            {k: v for k, v in c.items() if k != "snippet"} if hit(c) else c for c in citations
+        ]
+    if isinstance(retrieved, list):
+        retrieved = [r for r in retrieved if not hit(r)] or None
+    return citations, retrieved
+
+
+def forget_knowledge_txn(
+    conn: sqlite3.Connection, *, bot_id: str | None = None, document_id: str | None = None
+) -> int:
+    """Erase knowledge text kept in transcripts (issue 13: a deleted document or bot leaves
+    no text of it in the database): the retrieved chunks and citation snippets of every
+    turn of ``bot_id``'s conversations, or of every turn that used ``document_id``.
+    Markers, document ids and scores stay. Returns the number of turns rewritten."""
+    if bot_id is not None:
+        rows = conn.execute(
+            "SELECT m.seq, m.citations, m.retrieved FROM scaibot_messages m"
+            " JOIN scaibot_conversations c ON c.conversation_id = m.conversation_id"
+            " WHERE c.bot_id = ? AND (m.citations IS NOT NULL OR m.retrieved IS NOT NULL)",
+            (bot_id,),
+        ).fetchall()
+        target = None
+    elif document_id is not None:
+        like = f'%"{document_id}"%'
+        rows = conn.execute(
+            "SELECT seq, citations, retrieved FROM scaibot_messages"
+            " WHERE citations LIKE ? OR retrieved LIKE ?",
+            (like, like),
+        ).fetchall()
+        target = document_id
+    else:
+        raise ValueError("forget_knowledge_txn needs bot_id or document_id")
+    for row in rows:
+        citations, retrieved = _without_knowledge(
+            _load(row["citations"]), _load(row["retrieved"]), target
+        )
+        conn.execute(
+            "UPDATE scaibot_messages SET citations = ?, retrieved = ? WHERE seq = ?",
+            (_json(citations), _json(retrieved), row["seq"]),
+        )
+    return len(rows)

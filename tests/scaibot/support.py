@@ -62,7 +62,13 @@ def _with_plugins(
     """A ``build_scaibot`` that plugs a retriever / model wrapper / hooks in (the seam)."""
 
     def build(
-        settings: Settings, writer: Any, readers: Any, clock: Any, auth: Any, models: Any
+        settings: Settings,
+        writer: Any,
+        readers: Any,
+        clock: Any,
+        auth: Any,
+        models: Any,
+        *_knowledge: Any,  # the real knowledge index is not plugged in here
     ) -> ScaiBotModule:
         return ScaiBotModule(
             settings=settings.scaibot,

@@ -48,6 +48,7 @@ class ModuleContext:
     operator: Authenticate  # bearer -> Principal; embed tokens get 403
     bots: BotDirectory
     limit: int  # request body limit (bytes)
+    app: Any = None  # the Quart app the blueprint is mounted on (streamed-body limits)
 
 
 RouteInstaller = Callable[[Blueprint, ModuleContext], None]
@@ -115,7 +116,7 @@ class ScaiBotModule:
             return self._settings.widget_url
         return request.host_url.rstrip("/") + WIDGET_PATH
 
-    def blueprint(self) -> Blueprint:
+    def blueprint(self, app: Quart | None = None) -> Blueprint:
         bp = Blueprint("scaibot", __name__, url_prefix=PREFIX)
         routes_bots.install(
             bp,
@@ -127,14 +128,14 @@ class ScaiBotModule:
             widget_url=self.widget_url,
         )
         routes_chat.install(bp, self.callers, self.chat, self.conversations, limit=self._limit)
-        context = ModuleContext(self.callers.operator, self.bots, self._limit)
+        context = ModuleContext(self.callers.operator, self.bots, self._limit, app)
         for install in self._installers:
             install(bp, context)
         return bp
 
     def install(self, app: Quart) -> None:
         """Mount the module's one blueprint under ``/v1/modules/scaibot``."""
-        app.register_blueprint(self.blueprint())
+        app.register_blueprint(self.blueprint(app))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The background actions (escalation deliveries); runs until the server stops."""
