@@ -10,6 +10,7 @@ Quart shim (REST)  +  stream driver  <── one listening port (Router)
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,15 +29,17 @@ from homeserver.auth import AuthService, Principal
 from homeserver.clock import WallClock, system_ms
 from homeserver.database import Checkpointer, Readers, Writer
 from homeserver.ephemeral import PresenceService, TypingService
-from homeserver.http.app import build_app
+from homeserver.http.app import build_app, build_metrics_app
 from homeserver.hub import Hub
 from homeserver.listener import Router
 from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
+from homeserver.metrics import Metrics
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
 from homeserver.roomstate import RoomStateService
+from homeserver.stats import StreamStats
 from homeserver.stream.connection import (
     Registry,
     StreamSettings,
@@ -63,6 +66,9 @@ class Running:
     writer: Writer
     db_path: Path
     scrubber: Checkpointer
+    http_app: Any = None  # the Quart app (its url_map is what the OpenAPI test checks)
+    metrics: Metrics | None = None
+    metrics_port: int | None = None  # set when metrics have their own port
 
     @property
     def base_url(self) -> str:
@@ -139,11 +145,15 @@ class _Graph:
     presence: PresenceService
     typing: TypingService
     scrubber: Checkpointer
+    stream_stats: StreamStats
+    metrics: Metrics | None
 
 
 def _build(
     settings: Settings, writer: Writer, readers: Readers, hub: Hub, clock: WallClock
 ) -> _Graph:
+    metrics = Metrics() if settings.metrics_enabled else None
+    stream_stats = StreamStats()
     auth = AuthService(
         writer,
         readers,
@@ -222,6 +232,16 @@ def _build(
         fsync=settings.db_synchronous == "full",
     )
     media.prepare()
+    if metrics is not None:
+        metrics.watch(
+            hub=hub,
+            writer=writer.stats,
+            stream=stream_stats,
+            rate_limited=lambda: {
+                "messages": messages.rate_limit_refusals,
+                "media_uploads": media.rate_limit_refusals,
+            },
+        )
     quart_app = build_app(
         settings,
         auth=auth,
@@ -233,9 +253,10 @@ def _build(
         presence=presence,
         typing=typing,
         media=media,
+        metrics=metrics,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
-    return _Graph(hub, quart_app, bridge, presence, typing, scrubber)
+    return _Graph(hub, quart_app, bridge, presence, typing, scrubber, stream_stats, metrics)
 
 
 async def run(
@@ -291,24 +312,34 @@ async def _serve(
         max_frame_bytes=settings.ws_max_frame_bytes,
         close_duplicate=settings.ws_close_duplicate,
         max_connections=settings.ws_max_connections,
+        log_lifecycle=settings.log_format == "json",
     )
 
-    async def http(stream: trio.abc.Stream) -> None:
-        # TCPServer is typed for SSL streams but takes any stream with a .socket
-        # (it falls back to plain HTTP when the stream has no SSL handshake).
-        server = TCPServer(
-            asgi,
-            config,
-            context,
-            ConnectionState(lifespan_state.copy()),
-            stream,  # type: ignore[arg-type]
-        )
-        await server.run()
+    def http_for(app: Any) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+        async def http(stream: trio.abc.Stream) -> None:
+            # TCPServer is typed for SSL streams but takes any stream with a .socket
+            # (it falls back to plain HTTP when the stream has no SSL handshake).
+            server = TCPServer(
+                app,
+                config,
+                context,
+                ConnectionState(lifespan_state.copy()),
+                stream,  # type: ignore[arg-type]
+            )
+            await server.run()
+
+        return http
+
+    http = http_for(asgi)
 
     router = Router(
         http=http,
         stream=partial(
-            serve_stream, hub=hub, registry=Registry(), services=bridge, settings=stream_settings
+            serve_stream,
+            hub=hub,
+            registry=Registry(graph.stream_stats),
+            services=bridge,
+            settings=stream_settings,
         ),
     )
     async with trio.open_nursery() as nursery:
@@ -322,6 +353,26 @@ async def _serve(
         port = listeners[0].socket.getsockname()[1]
         nursery.start_soon(trio.serve_listeners, router.handle, listeners)
         log.info("listening on http://%s:%d (REST and /v1/stream)", settings.host, port)
+        metrics_port = None
+        if graph.metrics is not None and settings.metrics_port:
+            metrics_asgi = wrap_app(build_metrics_app(graph.metrics), 1024, "asgi")
+            serve_metrics = http_for(metrics_asgi)
+            extra = await trio.open_tcp_listeners(settings.metrics_port, host=settings.host)
+            metrics_port = extra[0].socket.getsockname()[1]
+            nursery.start_soon(trio.serve_listeners, serve_metrics, extra)
+            log.info("metrics on http://%s:%d/metrics", settings.host, metrics_port)
         if settings.effective_registration:
             log.warning("open registration is ON (dev mode): anyone can create an account")
-        task_status.started(Running(settings.host, port, hub, writer, db_path, graph.scrubber))
+        task_status.started(
+            Running(
+                settings.host,
+                port,
+                hub,
+                writer,
+                db_path,
+                graph.scrubber,
+                http_app=quart_app,
+                metrics=graph.metrics,
+                metrics_port=metrics_port,
+            )
+        )

@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from conf import ConfigError, Settings, load
-from homeserver import app, blobs
+from homeserver import app, blobs, logs
 from homeserver.auth import check_password, hash_password
 from homeserver.clock import system_ms
 from protocol import ids
@@ -88,10 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"homeserver: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         try:
             trio.run(_serve, settings)
@@ -134,6 +131,11 @@ async def _serve(settings: Settings) -> None:
             running = await nursery.start(app.run, settings)
             # One line on stdout that scripts (and tests) can wait for.
             print(f"homeserver listening on {running.base_url}", flush=True)
+            if running.metrics_port:
+                print(
+                    f"homeserver metrics on http://{running.host}:{running.metrics_port}/metrics",
+                    flush=True,
+                )
             async for signum in signals:
                 logging.getLogger("homeserver").info(
                     "received %s, shutting down", signal.Signals(signum).name

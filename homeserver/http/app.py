@@ -9,6 +9,8 @@ from conf import Settings
 from homeserver.auth import AuthService
 from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http import (
+    apidoc,
+    observe,
     routes_auth,
     routes_media,
     routes_messages,
@@ -16,9 +18,10 @@ from homeserver.http import (
     routes_rooms,
     routes_state,
 )
-from homeserver.http.shim import install_fallbacks, json_response
+from homeserver.http.shim import install_fallbacks, json_response, route
 from homeserver.media import MediaService
 from homeserver.messages import MessageService
+from homeserver.metrics import Metrics
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
@@ -37,14 +40,23 @@ def build_app(
     presence: PresenceService,
     typing: TypingService,
     media: MediaService | None = None,
+    metrics: Metrics | None = None,
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
+    observe.install(app, metrics, access_log=settings.log_format == "json")
     limit = settings.max_request_bytes
 
     @app.route("/health")
     async def health() -> Response:
         return json_response({"status": "ok", "data": {"healthy": True}})
+
+    @route(app, "/v1/openapi.json", ["GET"])
+    async def openapi() -> Response:
+        return Response(apidoc.document_bytes(), content_type="application/json")
+
+    if metrics is not None and settings.metrics_port == 0:
+        install_metrics_route(app, metrics)
 
     routes_auth.install(app, auth, profiles, limit)
     routes_rooms.install(
@@ -74,4 +86,21 @@ def build_app(
     routes_state.install(app, auth, state, presence, typing, limit=limit)
     if media is not None:
         routes_media.install(app, auth, media)
+    return app
+
+
+def install_metrics_route(app: QuartTrio, metrics: Metrics) -> None:
+    """``GET /metrics``: the Prometheus text exposition of this server."""
+
+    @route(app, "/metrics", ["GET"])
+    async def scrape() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+
+def build_metrics_app(metrics: Metrics) -> QuartTrio:
+    """The app on ``metrics_port`` when metrics have a port of their own."""
+    app = QuartTrio("homeserver.metrics")
+    install_fallbacks(app, 1024)
+    install_metrics_route(app, metrics)
     return app
