@@ -129,13 +129,13 @@ async def _serve(settings: Settings) -> None:
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             running = await nursery.start(app.run, settings)
-            # One line on stdout that scripts (and tests) can wait for.
-            print(f"homeserver listening on {running.base_url}", flush=True)
+            # One line on stdout that scripts (and tests) can wait for (the last one).
             if running.metrics_port:
                 print(
                     f"homeserver metrics on http://{running.host}:{running.metrics_port}/metrics",
                     flush=True,
                 )
+            print(f"homeserver listening on {running.base_url}", flush=True)
             async for signum in signals:
                 logging.getLogger("homeserver").info(
                     "received %s, shutting down", signal.Signals(signum).name

@@ -113,7 +113,7 @@ def install(
         raw_timeout = request.args.get("timeout")
         timeout = sync_timeout_default
         if raw_timeout is not None:
-            if not raw_timeout.isdigit() or len(raw_timeout) > 12:
+            if not (raw_timeout.isascii() and raw_timeout.isdigit()) or len(raw_timeout) > 12:
                 raise invalid("timeout", "must be a whole number of milliseconds")
             timeout = min(int(raw_timeout), sync_timeout_max)
         page = await messages.sync(me, since=since, limit=n, timeout_ms=timeout)

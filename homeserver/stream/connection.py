@@ -530,7 +530,7 @@ def _token_from(request: Request) -> tuple[str | None, int | None, str | None]:
     since_raw = _first(query, "since")
     if since_raw is None or since_raw == "":
         return token, None, None
-    if not since_raw.isdigit() or len(since_raw) > 18:
+    if not (since_raw.isascii() and since_raw.isdigit()) or len(since_raw) > 18:
         return token, None, "since: must be a non-negative integer stream position"
     return token, int(since_raw), None
 
