@@ -15,15 +15,27 @@ negotiate per-connection compression; the write-through driver reaches
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import trio
+
+from homeserver.errors import error_body
+from protocol.errors import ApiError, ErrorCode
 
 log = logging.getLogger("homeserver.listener")
 
 MAX_REQUEST_LINE = 8192
 FIRST_LINE_TIMEOUT = 10.0
+DRAIN_BYTES = 1 << 20  # read (and drop) at most this much of a refused request
+DRAIN_TIMEOUT = 2.0
+
+
+class RequestLineTooLong(Exception):
+    """The first line passed MAX_REQUEST_LINE bytes (answered 400, then closed)."""
+
 
 StreamHandler = Callable[[trio.SocketStream, bytes], Awaitable[None]]
 
@@ -60,12 +72,15 @@ class PrefixedStream(trio.abc.HalfCloseableStream):
 
 
 async def read_request_line(stream: trio.SocketStream) -> bytes | None:
-    """Read until the first CRLF; ``None`` if the peer is silent, slow or too long."""
+    """Read until the first CRLF; ``None`` if the peer is silent or slow.
+
+    Raises :class:`RequestLineTooLong` past ``MAX_REQUEST_LINE`` bytes.
+    """
     buf = b""
     with trio.move_on_after(FIRST_LINE_TIMEOUT):
         while b"\r\n" not in buf:
             if len(buf) > MAX_REQUEST_LINE:
-                return None
+                raise RequestLineTooLong
             try:
                 data = await stream.receive_some(4096)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -95,7 +110,11 @@ class Router:
 
     async def handle(self, conn: trio.SocketStream) -> None:
         try:
-            head = await read_request_line(conn)
+            try:
+                head = await read_request_line(conn)
+            except RequestLineTooLong:
+                await refuse_long_line(conn)
+                return
             if head is None:
                 await conn.aclose()
                 return
@@ -110,3 +129,27 @@ class Router:
             log.exception("connection handler failed")
         finally:
             await trio.aclose_forcefully(conn)
+
+
+async def refuse_long_line(conn: trio.SocketStream) -> None:
+    """A 400 envelope for a request line over the limit, then close.
+
+    The rest of the request is read and dropped (bounded) before closing, so
+    the kernel does not reset the connection under the client's reading.
+    """
+    exc = ApiError(ErrorCode.SW_INVALID_PARAM, f"the request line is over {MAX_REQUEST_LINE} bytes")
+    body, status = error_body(exc, "sw", "req_" + secrets.token_urlsafe(12))
+    payload = orjson.dumps(body)
+    head = (
+        f"HTTP/1.1 {status} Bad Request\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    )
+    with trio.move_on_after(DRAIN_TIMEOUT):
+        await conn.send_all(head.encode() + payload)
+        await conn.send_eof()
+        drained = 0
+        while drained < DRAIN_BYTES:
+            data = await conn.receive_some(65536)
+            if not data:
+                break
+            drained += len(data)
