@@ -337,9 +337,10 @@ async def _serve(
         stream=partial(
             serve_stream,
             hub=hub,
-            registry=Registry(graph.stream_stats),
+            registry=Registry(),
             services=bridge,
             settings=stream_settings,
+            stats=graph.stream_stats,
         ),
     )
     async with trio.open_nursery() as nursery:

@@ -109,12 +109,10 @@ class StreamSettings:
 
 
 class Registry:
-    """Open connections by access-token hash, for ``duplicate_connection``,
-    and the counters every connection of the server shares."""
+    """Open connections by access-token hash, for ``duplicate_connection``."""
 
-    def __init__(self, stats: StreamStats | None = None) -> None:
+    def __init__(self) -> None:
         self._by_token: dict[str, StreamConnection] = {}
-        self.stats = stats if stats is not None else StreamStats()
 
     def claim(self, token_key: str, conn: StreamConnection) -> StreamConnection | None:
         older = self._by_token.get(token_key)
@@ -530,7 +528,7 @@ def _token_from(request: Request) -> tuple[str | None, int | None, str | None]:
     since_raw = _first(query, "since")
     if since_raw is None or since_raw == "":
         return token, None, None
-    if not (since_raw.isascii() and since_raw.isdigit()) or len(since_raw) > 18:
+    if not since_raw.isdigit() or len(since_raw) > 18:
         return token, None, "since: must be a non-negative integer stream position"
     return token, int(since_raw), None
 
@@ -587,6 +585,7 @@ async def serve_stream(
     registry: Registry,
     services: StreamServices,
     settings: StreamSettings,
+    stats: StreamStats | None = None,
 ) -> None:
     """Serve one connection whose first bytes (already read) are ``prefix``.
 
@@ -595,7 +594,13 @@ async def serve_stream(
     """
     try:
         await _serve_stream(
-            stream, prefix, hub=hub, registry=registry, services=services, settings=settings
+            stream,
+            prefix,
+            hub=hub,
+            registry=registry,
+            services=services,
+            settings=settings,
+            stats=stats if stats is not None else StreamStats(),
         )
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
@@ -611,6 +616,7 @@ async def _serve_stream(
     registry: Registry,
     services: StreamServices,
     settings: StreamSettings,
+    stats: StreamStats,
 ) -> None:
     shaken = await _handshake(stream, prefix, settings.max_frame_bytes)
     if shaken is None:
@@ -626,7 +632,7 @@ async def _serve_stream(
     except ApiError:
         await _close_now(stream, proto, CLOSE_AUTH, "SW_AUTH_INVALID_TOKEN")
         return
-    conn = StreamConnection(stream, proto, principal, hub, services, settings, registry.stats)
+    conn = StreamConnection(stream, proto, principal, hub, services, settings, stats)
     token_key = principal.token_key
     if settings.close_duplicate:
         older = registry.claim(token_key, conn)

@@ -12,10 +12,9 @@ response_schema_conformance. Examples per operation: ``SCHEMATHESIS_MAX_EXAMPLES
 (default 25, ~1 min for the whole run on 2 cores; ``make fuzz`` runs 500).
 
 Known failures: ``KNOWN_FAILURES`` maps an operationId to the defect it
-shows. Those operations run in ``test_known_failure``, which tolerates only a
-server error, and ``test_known_failures_are_still_failing`` fails once no
-server error is found any more: when the fix lands, remove the entry (the
-operation then runs in ``test_operation`` like every other).
+shows. For those operations ``test_operation`` tolerates a server error (and
+only that), and ``test_known_failures_are_still_failing`` fails once no case
+reproduced it any more: when the fix lands, remove the entry.
 """
 
 from __future__ import annotations
@@ -164,41 +163,38 @@ SETTINGS = hypothesis.settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
     suppress_health_check=list(hypothesis.HealthCheck),
-    derandomize=True,
+    # Reproducible in make test; make fuzz (which sets the count) explores anew each run.
+    derandomize="SCHEMATHESIS_MAX_EXAMPLES" not in os.environ,
     database=None,
 )
 
 
-@SETTINGS
-@schema.exclude(operation_id=list(KNOWN_FAILURES) or ["-"]).parametrize()
-def test_operation(case: schemathesis.Case[Any], world: World) -> None:
-    _run(case, world)
-
-
-# operationId -> whether its known failure was reproduced (by test_known_failure).
+# operationId -> whether its known failure was reproduced in this run.
 REPRODUCED: dict[str, bool] = {}
 
 
-if KNOWN_FAILURES:  # schemathesis refuses a test that matches no operation
-
-    @SETTINGS
-    @schema.include(operation_id=list(KNOWN_FAILURES)).parametrize()
-    def test_known_failure(case: schemathesis.Case[Any], world: World) -> None:
-        """A strict expected failure, by hand: pytest's xfail(strict=True) trips an
-        assertion in schemathesis' pytest plugin when the test XPASSes."""
-        op_id = case.operation.definition.raw["operationId"]
-        REPRODUCED.setdefault(op_id, False)
-        try:
-            _run(case, world)
-        except FailureGroup as group:
-            if not any(isinstance(e, ServerError) for e in group.exceptions):
-                raise  # another failure than the known one
-            REPRODUCED[op_id] = True
+@SETTINGS
+@schema.parametrize()
+def test_operation(case: schemathesis.Case[Any], world: World) -> None:
+    op_id = case.operation.definition.raw["operationId"]
+    if op_id not in KNOWN_FAILURES:
+        _run(case, world)
+        return
+    # A strict expected failure, by hand (pytest's xfail(strict=True) trips an
+    # assertion in schemathesis' pytest plugin when such a test XPASSes).
+    REPRODUCED.setdefault(op_id, False)
+    try:
+        _run(case, world)
+    except FailureGroup as group:
+        if not any(isinstance(e, ServerError) for e in group.exceptions):
+            raise  # another failure than the known one
+        REPRODUCED[op_id] = True
 
 
 def test_known_failures_are_still_failing() -> None:
+    """Runs after test_operation (file order): a known failure that no case reproduced is fixed."""
     if not REPRODUCED:
-        pytest.skip("test_known_failure did not run")
+        pytest.skip("test_operation did not run the operations of KNOWN_FAILURES")
     fixed = [op for op, seen in REPRODUCED.items() if not seen]
     assert not fixed, (
         f"no server error any more for {fixed}: the defect is fixed, "
