@@ -146,13 +146,13 @@ class _Graph:
     typing: TypingService
     scrubber: Checkpointer
     stream_stats: StreamStats
-    metrics: Metrics | None
+    metrics: Metrics  # always there (cheap); settings.metrics_enabled decides if it is served
 
 
 def _build(
     settings: Settings, writer: Writer, readers: Readers, hub: Hub, clock: WallClock
 ) -> _Graph:
-    metrics = Metrics() if settings.metrics_enabled else None
+    metrics = Metrics()
     stream_stats = StreamStats()
     auth = AuthService(
         writer,
@@ -232,16 +232,15 @@ def _build(
         fsync=settings.db_synchronous == "full",
     )
     media.prepare()
-    if metrics is not None:
-        metrics.watch(
-            hub=hub,
-            writer=writer.stats,
-            stream=stream_stats,
-            rate_limited=lambda: {
-                "messages": messages.rate_limit_refusals,
-                "media_uploads": media.rate_limit_refusals,
-            },
-        )
+    metrics.watch(
+        hub=hub,
+        writer=writer.stats,
+        stream=stream_stats,
+        rate_limited=lambda: {
+            "messages": messages.rate_limit_refusals,
+            "media_uploads": media.rate_limit_refusals,
+        },
+    )
     quart_app = build_app(
         settings,
         auth=auth,
@@ -355,7 +354,7 @@ async def _serve(
         nursery.start_soon(trio.serve_listeners, router.handle, listeners)
         log.info("listening on http://%s:%d (REST and /v1/stream)", settings.host, port)
         metrics_port = None
-        if graph.metrics is not None and settings.metrics_port:
+        if settings.metrics_enabled and settings.metrics_port:
             metrics_asgi = wrap_app(build_metrics_app(graph.metrics), 1024, "asgi")
             serve_metrics = http_for(metrics_asgi)
             extra = await trio.open_tcp_listeners(settings.metrics_port, host=settings.host)

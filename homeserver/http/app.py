@@ -55,7 +55,7 @@ def build_app(
     async def openapi() -> Response:
         return Response(apidoc.document_bytes(), content_type="application/json")
 
-    if metrics is not None and settings.metrics_port == 0:
+    if metrics is not None and settings.metrics_enabled and settings.metrics_port == 0:
         install_metrics_route(app, metrics)
 
     routes_auth.install(app, auth, profiles, limit)

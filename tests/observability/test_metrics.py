@@ -171,8 +171,10 @@ async def test_metrics_on_their_own_port_or_off(tmp_path: Path) -> None:
         start_server(make_settings(tmp_path / "b", metrics_enabled=False)) as running,
         api_for(running) as api,
     ):
-        assert running.metrics is None
         assert (await api.client.get("/metrics")).status_code == 404
+        # Still counted (the AI modules record into it whatever the setting), just not served.
+        assert running.metrics is not None
+        assert b"homeserver_http_requests_total" in running.metrics.exposition()[0]
 
 
 def test_registries_are_per_server() -> None:
