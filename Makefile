@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?= --dev
 
-.PHONY: serve test lint typecheck layers pytest bench clean system-deps
+.PHONY: serve test lint typecheck layers pytest fuzz bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ layers: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# The long schemathesis profile (make test runs 25 examples per operation).
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	SCHEMATHESIS_MAX_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/observability/test_schemathesis.py
 
 # ffmpeg makes video posters; the test that needs it is skipped without it.
 # Installed here when we can (root with apt-get); never fatal.

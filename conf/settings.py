@@ -90,6 +90,9 @@ class Settings:
     media_uploads_per_minute: int = 30
     max_rooms_per_participant: int = 10000
     max_members_per_room: int = 10000
+    metrics_enabled: bool = True
+    metrics_port: int = 0
+    log_format: str = "text"
     # Nested tables ([models] with [[models.backends]], [ai]): conf/sections.py.
     models: ModelsSettings = field(default_factory=default_models)
     ai: AiSettings = field(default_factory=default_ai)
@@ -193,6 +196,9 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         "media_uploads_per_minute": _int(1, 100_000),
         "max_rooms_per_participant": _int(1, 1_000_000),
         "max_members_per_room": _int(1, 1_000_000),
+        "metrics_enabled": _BOOL,
+        "metrics_port": _int(0, 65535),
+        "log_format": _choice("text", "json"),
         "models": _Spec("section"),
         "ai": _Spec("section"),
         "sessions": _Spec("section"),

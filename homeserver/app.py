@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,19 +25,21 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 from quart import Blueprint
 
-from bridges.models import ModelRegistry, build_registry
+from bridges.models import ChatModels, ModelRegistry, build_registry
 from conf import Settings
 from homeserver.ai import AiParticipantService, AiRunner
 from homeserver.auth import AuthService, Principal, check_credential_txn
 from homeserver.clock import WallClock, system_ms
 from homeserver.database import Checkpointer, Readers, Writer
 from homeserver.ephemeral import PresenceService, TypingService
-from homeserver.http.app import build_app
+from homeserver.http.app import build_app, build_metrics_app
 from homeserver.http.server import HttpServer, HttpStats
 from homeserver.hub import Hub
 from homeserver.listener import MAX_HEAD, ListenerStats, Router
 from homeserver.media import MediaService
 from homeserver.messages import MessageLimits, MessageService, SendRequest
+from homeserver.metered_models import MeteredModels
+from homeserver.metrics import Metrics
 from homeserver.modules.scaibot.knowledge import routes as knowledge_routes
 from homeserver.modules.scaibot.knowledge.build import build_knowledge
 from homeserver.modules.scaibot.knowledge.service import KnowledgeService
@@ -48,6 +51,7 @@ from homeserver.revocation import RevocationWatcher
 from homeserver.rooms import RoomService
 from homeserver.roomstate import RoomStateService
 from homeserver.sessions import SessionLimits, SessionService
+from homeserver.stats import StreamStats
 from homeserver.stream.connection import (
     Registry,
     StreamSettings,
@@ -79,6 +83,9 @@ class Running:
     listener_stats: ListenerStats
     http_stats: HttpStats
     knowledge: KnowledgeService | None = None
+    http_app: Any = None  # the Quart app (its url_map is what the OpenAPI test checks)
+    metrics: Metrics | None = None
+    metrics_port: int | None = None  # set when metrics have their own port
 
     @property
     def base_url(self) -> str:
@@ -182,6 +189,8 @@ class _Graph:
     ai_runner: AiRunner
     scaibot: ScaiBotModule
     knowledge: KnowledgeService
+    stream_stats: StreamStats
+    metrics: Metrics  # always there (cheap); settings.metrics_enabled decides if it is served
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -196,7 +205,7 @@ def build_scaibot(
     readers: Readers,
     clock: WallClock,
     auth: AuthService,
-    models: ModelRegistry,
+    models: ChatModels,
     knowledge: KnowledgeService,
     bots: BotDirectory | None = None,
 ) -> ScaiBotModule:
@@ -232,6 +241,8 @@ def _build(
     models: ModelRegistry | None = None,
     bots: BotDirectory | None = None,
 ) -> _Graph:
+    metrics = Metrics()
+    stream_stats = StreamStats()
     auth = AuthService(
         writer,
         readers,
@@ -323,16 +334,17 @@ def _build(
         fsync=settings.db_synchronous == "full",
     )
     media.prepare()
-    models = models if models is not None else build_models(settings)
+    offered = models if models is not None else build_models(settings)
+    chat_models = MeteredModels(offered, metrics)  # every AI feature calls models through it
     ai_participants = AiParticipantService(
-        writer, readers, clock, models, open_creation=settings.effective_ai_open_creation
+        writer, readers, clock, chat_models, open_creation=settings.effective_ai_open_creation
     )
     ai_runner = AiRunner(
         hub=hub,
         readers=readers,
         messages=messages,
         rooms=rooms,
-        models=models,
+        models=chat_models,
         settings=settings.ai,
     )
     ai_participants.on_created = ai_runner.added
@@ -340,7 +352,7 @@ def _build(
     sessions = SessionService(
         writer,
         readers,
-        models,
+        chat_models,
         clock,
         SessionLimits(
             heartbeat_seconds=settings.sessions.heartbeat_seconds,
@@ -357,7 +369,16 @@ def _build(
         on_erased=scrubber.request,
         fsync=settings.db_synchronous == "full",
     )
-    scaibot = build_scaibot(settings, writer, readers, clock, auth, models, knowledge, bots)
+    scaibot = build_scaibot(settings, writer, readers, clock, auth, chat_models, knowledge, bots)
+    metrics.watch(
+        hub=hub,
+        writer=writer.stats,
+        stream=stream_stats,
+        rate_limited=lambda: {
+            "messages": messages.rate_limit_refusals,
+            "media_uploads": media.rate_limit_refusals,
+        },
+    )
     quart_app = build_app(
         settings,
         auth=auth,
@@ -369,10 +390,11 @@ def _build(
         presence=presence,
         typing=typing,
         media=media,
-        models=models,
+        models=offered,
         sessions=sessions,
         ai=(ai_participants, ai_runner),
         installers=(scaibot.install,),
+        metrics=metrics,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
     registry = Registry()
@@ -391,6 +413,8 @@ def _build(
         ai_runner,
         scaibot,
         knowledge,
+        stream_stats,
+        metrics,
     )
 
 
@@ -454,22 +478,28 @@ async def _serve(
         max_frame_bytes=settings.ws_max_frame_bytes,
         close_duplicate=settings.ws_close_duplicate,
         max_connections=settings.ws_max_connections,
+        log_lifecycle=settings.log_format == "json",
     )
 
     http_stats = HttpStats()
 
-    async def http(stream: trio.abc.Stream) -> None:
-        # TCPServer is typed for SSL streams but takes any stream with a .socket
-        # (it falls back to plain HTTP when the stream has no SSL handshake).
-        server = HttpServer(
-            asgi,
-            config,
-            context,
-            ConnectionState(lifespan_state.copy()),
-            stream,
-            stats=http_stats,
-        )
-        await server.run()
+    def http_for(app: Any) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+        async def http(stream: trio.abc.Stream) -> None:
+            # TCPServer is typed for SSL streams but takes any stream with a .socket
+            # (it falls back to plain HTTP when the stream has no SSL handshake).
+            server = HttpServer(
+                app,
+                config,
+                context,
+                ConnectionState(lifespan_state.copy()),
+                stream,
+                stats=http_stats,
+            )
+            await server.run()
+
+        return http
+
+    http = http_for(asgi)
 
     router = Router(
         http=http,
@@ -479,6 +509,7 @@ async def _serve(
             registry=graph.registry,
             services=bridge,
             settings=stream_settings,
+            stats=graph.stream_stats,
         ),
     )
     async with trio.open_nursery() as nursery:
@@ -497,6 +528,14 @@ async def _serve(
         port = listeners[0].socket.getsockname()[1]
         nursery.start_soon(trio.serve_listeners, router.handle, listeners)
         log.info("listening on http://%s:%d (REST and /v1/stream)", settings.host, port)
+        metrics_port = None
+        if settings.metrics_enabled and settings.metrics_port:
+            metrics_asgi = wrap_app(build_metrics_app(graph.metrics), 1024, "asgi")
+            serve_metrics = http_for(metrics_asgi)
+            extra = await trio.open_tcp_listeners(settings.metrics_port, host=settings.host)
+            metrics_port = extra[0].socket.getsockname()[1]
+            nursery.start_soon(trio.serve_listeners, serve_metrics, extra)
+            log.info("metrics on http://%s:%d/metrics", settings.host, metrics_port)
         if settings.effective_registration:
             log.warning("open registration is ON (dev mode): anyone can create an account")
         task_status.started(
@@ -511,5 +550,8 @@ async def _serve(
                 router.stats,
                 http_stats,
                 graph.knowledge,
+                http_app=quart_app,
+                metrics=graph.metrics,
+                metrics_port=metrics_port,
             )
         )

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from conf import ConfigError, Settings, load
-from homeserver import app, blobs
+from homeserver import app, blobs, logs
 from homeserver.auth import check_password, hash_password
 from homeserver.clock import system_ms
 from protocol import ids
@@ -105,10 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"homeserver: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         try:
             trio.run(_serve, settings)
@@ -162,7 +159,12 @@ async def _serve(settings: Settings) -> None:
             # start-up heap paused the loop for 100+ ms (p99 SSE gaps, bench/RESULTS.md).
             gc.collect()
             gc.freeze()
-            # One line on stdout that scripts (and tests) can wait for.
+            # One line on stdout that scripts (and tests) can wait for (the last one).
+            if running.metrics_port:
+                print(
+                    f"homeserver metrics on http://{running.host}:{running.metrics_port}/metrics",
+                    flush=True,
+                )
             print(f"homeserver listening on {running.base_url}", flush=True)
             async for signum in signals:
                 logging.getLogger("homeserver").info(

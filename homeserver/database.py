@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import outcome
 import trio
 
+from homeserver.stats import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, LocalHistogram
 from protocol.events import Event
 from storage import db, migrate
 from storage import events as event_store
@@ -64,6 +66,11 @@ class WriterStats:
     largest_batch: int = 0
     failed_commits: int = 0
     fsyncs: int = 0
+    # Read at scrape time (homeserver.metrics): jobs per batch, seconds per batch
+    # (execute + COMMIT, on the trio thread), seconds per WAL fsync.
+    batch_sizes: LocalHistogram = field(default_factory=lambda: LocalHistogram(BATCH_SIZE_BOUNDS))
+    batch_seconds: LocalHistogram = field(default_factory=lambda: LocalHistogram(LATENCY_BOUNDS))
+    fsync_seconds: LocalHistogram = field(default_factory=lambda: LocalHistogram(LATENCY_BOUNDS))
 
 
 @dataclass(slots=True)
@@ -136,10 +143,14 @@ class Writer:
                     # write, so it joins this commit instead of the next one.
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     self._drain_into(batch)
+                started = time.perf_counter()
                 events = self._run_batch(batch)
-                self.stats.batches += 1
-                self.stats.jobs += len(batch)
-                self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+                stats = self.stats
+                stats.batch_seconds.observe(time.perf_counter() - started)
+                stats.batch_sizes.observe(len(batch))
+                stats.batches += 1
+                stats.jobs += len(batch)
+                stats.largest_batch = max(stats.largest_batch, len(batch))
                 self._to_sync.send_nowait(_Committed(batch, events))
 
     def _drain_into(self, batch: list[_Job[Any]]) -> None:
@@ -161,7 +172,9 @@ class Writer:
                 # Shielded: a batch whose fsync started is finished and answered
                 # even during shutdown.
                 with trio.CancelScope(shield=True):
+                    started = time.perf_counter()
                     await trio.to_thread.run_sync(self._sync_wal)
+                    self.stats.fsync_seconds.observe(time.perf_counter() - started)
                 self.stats.fsyncs += 1
             for committed in ready:
                 if committed.events:

@@ -22,17 +22,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 import trio
+
+from homeserver.errors import error_body
+from protocol.errors import ApiError, ErrorCode
 
 log = logging.getLogger("homeserver.listener")
 
 MAX_HEAD = 16384  # request line and headers; hypercorn's h11_max_incomplete_size matches
 HEAD_TIMEOUT = 10.0  # for the whole head, from accept
+MAX_REQUEST_LINE = 8192  # the first line alone (answered 400 in the envelope beyond it)
 REFUSE_TIMEOUT = 1.0  # time to hand a refusal (408/431) to the kernel
+DRAIN_BYTES = 1 << 20  # read (and drop) at most this much of a refused request...
+DRAIN_TIMEOUT = 2.0  # ...for at most this long, so the client reads the answer, not a reset
 
 StreamHandler = Callable[[trio.SocketStream, bytes], Awaitable[None]]
 
@@ -74,17 +82,19 @@ class ListenerStats:
 
     head_timeouts: int = 0  # the head did not arrive within HEAD_TIMEOUT
     head_too_large: int = 0  # the head grew over MAX_HEAD
+    line_too_long: int = 0  # the request line grew over MAX_REQUEST_LINE
     closed_before_head: int = 0  # the peer closed (or reset) before a full head
 
     def to_dict(self) -> dict[str, int]:
         return {
             "head_timeouts": self.head_timeouts,
             "head_too_large": self.head_too_large,
+            "line_too_long": self.line_too_long,
             "closed_before_head": self.closed_before_head,
         }
 
 
-HeadResult = Literal["timeout", "too_large", "closed"]
+HeadResult = Literal["timeout", "too_large", "line_too_long", "closed"]
 
 
 async def read_head(
@@ -94,6 +104,7 @@ async def read_head(
 
     Returns everything read (the head and whatever came right behind it), or
     why not: ``timeout`` (the whole head, not each read, is timed),
+    ``line_too_long`` (no end of the request line within MAX_REQUEST_LINE),
     ``too_large`` or ``closed``.
     """
     buf = bytearray()
@@ -103,6 +114,8 @@ async def read_head(
             end = buf.find(b"\r\n\r\n", max(0, scanned - 3))
             if end != -1:
                 return bytes(buf) if end + 4 <= max_bytes else "too_large"
+            if len(buf) > MAX_REQUEST_LINE + 2 and b"\r\n" not in buf[: MAX_REQUEST_LINE + 2]:
+                return "line_too_long"
             if len(buf) > max_bytes:
                 return "too_large"
             scanned = len(buf)
@@ -116,13 +129,41 @@ async def read_head(
     return "timeout"
 
 
-async def _refuse(conn: trio.SocketStream, status: bytes) -> None:
-    """A minimal HTTP error, best effort, then the caller closes."""
+def _envelope(status: bytes, exc: ApiError) -> bytes:
+    """A whole HTTP/1.1 error response in the usual JSON envelope, ``Connection: close``."""
+    body, _ = error_body(exc, "sw", "req_" + secrets.token_urlsafe(12))
+    payload = orjson.dumps(body)
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(payload)).encode() + b"\r\nconnection: close\r\n\r\n"
+    ) + payload
+
+
+async def _refuse(conn: trio.SocketStream, status: bytes, exc: ApiError) -> None:
+    """An error response, best effort, then the caller closes."""
     with trio.move_on_after(REFUSE_TIMEOUT):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await conn.send_all(
-                b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            )
+            await conn.send_all(_envelope(status, exc))
+
+
+async def refuse_long_line(conn: trio.SocketStream) -> None:
+    """A 400 envelope for a request line over the limit, then close.
+
+    The rest of the request is read and dropped (bounded) before closing, so the
+    kernel does not reset the connection under the client's reading (schemathesis
+    found the reset with a 24 KB query string).
+    """
+    exc = ApiError(ErrorCode.SW_INVALID_PARAM, f"the request line is over {MAX_REQUEST_LINE} bytes")
+    with trio.move_on_after(DRAIN_TIMEOUT):
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await conn.send_all(_envelope(b"400 Bad Request", exc))
+            await conn.send_eof()
+            drained = 0
+            while drained < DRAIN_BYTES:
+                data = await conn.receive_some(65536)
+                if not data:
+                    break
+                drained += len(data)
 
 
 def is_stream_request(head: bytes) -> bool:
@@ -165,6 +206,12 @@ class Router:
         if why == "closed":
             self.stats.closed_before_head += 1
             log.debug("connection from %s closed before a full request head", peer)
+        elif why == "line_too_long":
+            self.stats.line_too_long += 1
+            log.info(
+                "refusing connection from %s: request line over %d bytes", peer, MAX_REQUEST_LINE
+            )
+            await refuse_long_line(conn)
         elif why == "timeout":
             self.stats.head_timeouts += 1
             log.info(
@@ -173,7 +220,11 @@ class Router:
                 HEAD_TIMEOUT,
                 self.stats.head_timeouts,
             )
-            await _refuse(conn, b"408 Request Timeout")
+            await _refuse(
+                conn,
+                b"408 Request Timeout",
+                ApiError(ErrorCode.SW_REQUEST_TIMEOUT, "the request head took too long"),
+            )
         else:
             self.stats.head_too_large += 1
             log.info(
@@ -182,7 +233,13 @@ class Router:
                 MAX_HEAD,
                 self.stats.head_too_large,
             )
-            await _refuse(conn, b"431 Request Header Fields Too Large")
+            await _refuse(
+                conn,
+                b"431 Request Header Fields Too Large",
+                ApiError(
+                    ErrorCode.SW_HEADERS_TOO_LARGE, f"the request head is over {MAX_HEAD} bytes"
+                ),
+            )
 
 
 def _peer(conn: trio.SocketStream) -> str:

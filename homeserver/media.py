@@ -131,6 +131,7 @@ class MediaService:
         self._idle_timeout = idle_timeout
         self._ffmpeg = ffmpeg
         self._limiter = SlidingWindowLimiter()
+        self.rate_limit_refusals = 0  # read by homeserver.metrics
 
     def prepare(self) -> None:
         self.store.prepare()
@@ -143,6 +144,7 @@ class MediaService:
             participant_id, trio.current_time(), limit=self._per_minute, window=UPLOAD_WINDOW
         )
         if wait > 0:
+            self.rate_limit_refusals += 1
             seconds = retry_after_seconds(wait)
             raise ApiError(
                 ErrorCode.SW_RATE_LIMIT_EXCEEDED,

@@ -75,6 +75,7 @@ class MessageService:
         self._clock = clock
         self._limits = limits
         self._limiter = SlidingWindowLimiter()
+        self.rate_limit_refusals = 0  # read by homeserver.metrics
         self._inflight: dict[tuple[str, str], trio.Event] = {}
         # Told about every message this service stored (typing clears, presence wakes).
         self.on_sent: Callable[[Event], None] = lambda event: None
@@ -140,6 +141,7 @@ class MessageService:
             window=self._limits.rate_limit_window,
         )
         if wait > 0:
+            self.rate_limit_refusals += 1
             seconds = retry_after_seconds(wait)
             raise ApiError(
                 ErrorCode.SW_RATE_LIMIT_EXCEEDED,

@@ -13,6 +13,8 @@ from homeserver.ai import AiParticipantService, AiRunner
 from homeserver.auth import AuthService
 from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http import (
+    apidoc,
+    observe,
     routes_ai,
     routes_auth,
     routes_media,
@@ -23,9 +25,10 @@ from homeserver.http import (
     routes_sessions,
     routes_state,
 )
-from homeserver.http.shim import install_fallbacks, json_response
+from homeserver.http.shim import install_fallbacks, json_response, route
 from homeserver.media import MediaService
 from homeserver.messages import MessageService
+from homeserver.metrics import Metrics
 from homeserver.profiles import ProfileService
 from homeserver.relations import RelationService
 from homeserver.rooms import RoomService
@@ -49,14 +52,23 @@ def build_app(
     sessions: SessionService | None = None,
     ai: tuple[AiParticipantService, AiRunner] | None = None,
     installers: Sequence[Callable[[QuartTrio], None]] = (),
+    metrics: Metrics | None = None,
 ) -> QuartTrio:
     app = QuartTrio("homeserver")
     install_fallbacks(app, settings.max_request_bytes)
+    observe.install(app, metrics, access_log=settings.log_format == "json")
     limit = settings.max_request_bytes
 
     @app.route("/health")
     async def health() -> Response:
         return json_response({"status": "ok", "data": {"healthy": True}})
+
+    @route(app, "/v1/openapi.json", ["GET"])
+    async def openapi() -> Response:
+        return Response(apidoc.document_bytes(), content_type="application/json")
+
+    if metrics is not None and settings.metrics_enabled and settings.metrics_port == 0:
+        install_metrics_route(app, metrics)
 
     routes_auth.install(app, auth, profiles, limit)
     routes_rooms.install(
@@ -94,4 +106,21 @@ def build_app(
         routes_ai.install(app, auth, *ai, limit=limit, max_page=settings.history_max_limit)
     for install in installers:  # modules (ScaiBot) mount their blueprints
         install(app)
+    return app
+
+
+def install_metrics_route(app: QuartTrio, metrics: Metrics) -> None:
+    """``GET /metrics``: the Prometheus text exposition of this server."""
+
+    @route(app, "/metrics", ["GET"])
+    async def scrape() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, content_type=content_type)
+
+
+def build_metrics_app(metrics: Metrics) -> QuartTrio:
+    """The app on ``metrics_port`` when metrics have a port of their own."""
+    app = QuartTrio("homeserver.metrics")
+    install_fallbacks(app, 1024)
+    install_metrics_route(app, metrics)
     return app

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import orjson
 import trio
-from quart import Blueprint, Quart, Response, request
+from quart import Blueprint, Quart, Response, g, has_request_context, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -36,8 +36,18 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def request_id() -> str:
+def new_request_id() -> str:
     return "req_" + secrets.token_urlsafe(12)
+
+
+def request_id() -> str:
+    """This request's id: the same in its envelope, its log line and ``X-Request-Id``."""
+    if not has_request_context():
+        return new_request_id()
+    rid: str | None = getattr(g, "request_id", None)
+    if rid is None:
+        rid = g.request_id = new_request_id()
+    return rid
 
 
 def ok(data: Any, status: int = 200, **meta: Any) -> Response:

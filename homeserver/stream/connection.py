@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,9 +56,11 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from homeserver import logs
 from homeserver.auth import AUTH_FAILURES, Principal
 from homeserver.errors import error_frame
 from homeserver.hub import Hub
+from homeserver.stats import StreamStats
 from homeserver.stream.outbox import Outbox
 from homeserver.stream.registry import Registry
 from protocol import frames as client_frames
@@ -120,6 +123,7 @@ class StreamSettings:
     max_frame_bytes: int
     close_duplicate: bool
     max_connections: int = 0  # 0 = no limit
+    log_lifecycle: bool = False  # one structured log line at open and at close
 
 
 class StreamConnection:
@@ -133,6 +137,7 @@ class StreamConnection:
         hub: Hub,
         services: StreamServices,
         settings: StreamSettings,
+        stats: StreamStats | None = None,
     ) -> None:
         self.participant_id = principal.participant_id
         self.principal = principal
@@ -142,7 +147,12 @@ class StreamConnection:
         self._hub = hub
         self._services = services
         self._settings = settings
-        self._outbox = Outbox(stream, cap_bytes=settings.queue_bytes, on_overflow=self._overflow)
+        self._stats = stats if stats is not None else StreamStats()
+        self._outbox = Outbox(
+            stream, cap_bytes=settings.queue_bytes, on_overflow=self._overflow, stats=self._stats
+        )
+        self._close_code: int | None = None
+        self._close_reason = ""
         self._held: list[tuple[int, bytes]] | None = None
         self._held_bytes = 0
         self._last_position = 0
@@ -175,12 +185,14 @@ class StreamConnection:
             if not frames:
                 return
         self._last_position = items[-1][0]
+        self._stats.frames_sent += len(frames)
         # One write for the whole commit batch.
         self._outbox.send_nowait(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def deliver_ephemeral(self, frame: bytes) -> None:
         if self._closing:
             return
+        self._stats.frames_sent += 1
         self._outbox.send_nowait(frame)
 
     # -- sending ------------------------------------------------------------
@@ -191,6 +203,7 @@ class StreamConnection:
 
     def send_json(self, payload: dict[str, Any]) -> None:
         if not self._closing:
+            self._stats.frames_sent += 1
             self._outbox.send_nowait(encode_text_frame(orjson.dumps(payload)))
 
     def _flush_protocol(self) -> None:
@@ -223,6 +236,7 @@ class StreamConnection:
         """Start a closing handshake; the connection ends shortly after."""
         if self._closing:
             return
+        self._close_code, self._close_reason = code, reason
         self._begin_closing()
         if self._proto.state is State.OPEN:
             self._proto.send_close(code, reason)
@@ -265,6 +279,17 @@ class StreamConnection:
         ``expires_in``: seconds until the credential expires; the connection
         closes (4001) then.
         """
+        started = time.monotonic()
+        self._stats.opened += 1
+        if self._settings.log_lifecycle:
+            logs.access(
+                "stream open",
+                kind="stream",
+                phase="open",
+                session_id=self.session_id,
+                participant_id=self.participant_id,
+                since=since,
+            )
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
@@ -286,6 +311,31 @@ class StreamConnection:
         finally:
             self._hub.detach(self)
             self._outbox.close_raw()
+            self._closed(started)
+
+    def close_cause(self) -> tuple[int | None, str]:
+        """(close code, reason) of a connection that ended: ours if we closed it,
+        else the peer's, else ``(None, "eof")`` for a connection that just went away."""
+        if self._close_code is not None:
+            return self._close_code, self._close_reason
+        if self._proto.close_rcvd is not None:
+            return self._proto.close_rcvd.code, self._proto.close_rcvd.reason or "peer"
+        return None, "broken" if self._outbox.broken else "eof"
+
+    def _closed(self, started: float) -> None:
+        code, reason = self.close_cause()
+        self._stats.closed_with(reason if self._close_code is not None else "peer_or_eof")
+        if self._settings.log_lifecycle:
+            logs.access(
+                "stream close",
+                kind="stream",
+                phase="close",
+                session_id=self.session_id,
+                participant_id=self.participant_id,
+                close_code=code,
+                reason=reason,
+                duration_ms=round((time.monotonic() - started) * 1000, 3),
+            )
 
     async def _expire_after(self, seconds: float) -> None:
         await trio.sleep(seconds)
@@ -443,6 +493,9 @@ class StreamConnection:
         if payload is None:
             payload = orjson.dumps(wire_event(event, self._services.tenant_id))
         body = b'{"type":"ack","req_id":' + orjson.dumps(req_id) + b',"event":' + payload + b"}"
+        stats = self._stats
+        stats.acked_sends += 1
+        stats.frames_sent += 1
         self._outbox.send_nowait(encode_text_frame(body))
 
     async def _call(
@@ -550,6 +603,7 @@ async def serve_stream(
     registry: Registry,
     services: StreamServices,
     settings: StreamSettings,
+    stats: StreamStats | None = None,
 ) -> None:
     """Serve one connection whose first bytes (already read) are ``prefix``.
 
@@ -558,7 +612,13 @@ async def serve_stream(
     """
     try:
         await _serve_stream(
-            stream, prefix, hub=hub, registry=registry, services=services, settings=settings
+            stream,
+            prefix,
+            hub=hub,
+            registry=registry,
+            services=services,
+            settings=settings,
+            stats=stats if stats is not None else StreamStats(),
         )
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
@@ -574,6 +634,7 @@ async def _serve_stream(
     registry: Registry,
     services: StreamServices,
     settings: StreamSettings,
+    stats: StreamStats,
 ) -> None:
     shaken = await _handshake(stream, prefix, settings.max_frame_bytes)
     if shaken is None:
@@ -589,7 +650,7 @@ async def _serve_stream(
     except ApiError:
         await _close_now(stream, proto, CLOSE_AUTH, "SW_AUTH_INVALID_TOKEN")
         return
-    conn = StreamConnection(stream, proto, principal, hub, services, settings)
+    conn = StreamConnection(stream, proto, principal, hub, services, settings, stats)
     registry.add(conn, close_duplicate=settings.close_duplicate)
     try:
         # Registered first, then checked again: a revocation that committed

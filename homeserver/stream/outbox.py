@@ -28,6 +28,8 @@ from collections.abc import Callable
 
 import trio
 
+from homeserver.stats import StreamStats
+
 
 class Outbox:
     def __init__(
@@ -36,6 +38,7 @@ class Outbox:
         *,
         cap_bytes: int,
         on_overflow: Callable[[], None],
+        stats: StreamStats | None = None,
     ) -> None:
         self._stream = stream
         self._raw: socket.socket | None = None
@@ -57,7 +60,8 @@ class Outbox:
         self._done = False
         self.broken = False
         self.overflowed = False
-        self.bytes_sent = 0
+        # Bytes handed to the kernel, counted into the server-wide stats.
+        self._stats = stats if stats is not None else StreamStats()
 
     @property
     def queued_bytes(self) -> int:
@@ -107,7 +111,7 @@ class Outbox:
         except OSError:
             self.broken = True
             return 0
-        self.bytes_sent += sent
+        self._stats.bytes_sent += sent
         return sent
 
     def _drop_all_but_partial_head(self) -> None:
@@ -149,7 +153,7 @@ class Outbox:
                         return
                     finally:
                         self._writing = False
-                    self.bytes_sent += size
+                    self._stats.bytes_sent += size
                     self._progress.set()
                 if self._eof:
                     self.close_raw()
