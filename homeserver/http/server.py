@@ -10,10 +10,6 @@
    Here a request head that began arriving must be complete within
    :data:`homeserver.listener.HEAD_TIMEOUT`, or the connection is closed
    (counted in :class:`HttpStats`).
-
-And one cost cut: a write whose connection's send lock is free takes it without the
-scheduler round-trip ``async with trio.Lock`` costs (one task switch per streamed SSE
-write, about 4 % of the server's CPU with hundreds of streams; bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -55,23 +51,7 @@ class HttpServer(TCPServer):
             # idle=False: a request head was parsed; idle=True: ready for the next.
             self._in_request = not event.idle
             self._head_deadline = inf
-        elif type(event) is RawData and not self.send_lock.locked():
-            await self._send_raw(event.data)
-            return
         await super().protocol_send(event)
-
-    async def _send_raw(self, data: bytes) -> None:
-        """hypercorn's ``RawData`` write (shielded, under the send lock), the lock taken
-        without a checkpoint; ``send_all`` still checkpoints."""
-        self.send_lock.acquire_nowait()
-        try:
-            try:
-                with trio.CancelScope(shield=True):
-                    await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.protocol.handle(Closed())
-        finally:
-            self.send_lock.release()
 
     async def _read_data(self) -> None:
         read_timeout = self.config.read_timeout or inf
