@@ -25,6 +25,9 @@ own share (it differs from run to run with the machine's load).
 ``streams``: N sessions stream at once. Every stream is a reply of ``--words`` + 1 deltas.
 Per stream, the gap between successive reads that carried content is recorded; the p99 gap
 over all streams, minus the model's own pacing (``--delay-ms``), is the gap the server adds.
+``steady_gap_ms`` counts only the gaps while all N streams were flowing at once (after the
+last stream's first delta, before the first stream's last), i.e. without the start-up
+burst of N requests (auth, reads, writes) that the whole-run figure includes.
 """
 
 from __future__ import annotations
@@ -212,6 +215,14 @@ async def streams(port: int, n: int, words: int, delay_ms: int, server: Server) 
     # when the latest first delta came before the earliest last delta.
     latest_first = max(r["content_reads"][0] for r in results)
     earliest_last = min(r["content_reads"][-1] for r in results)
+    # The steady state: gaps wholly inside that window, when all N streams were flowing
+    # (not while the others were still being started, nor while they were ending).
+    steady = [
+        (b - a) * 1000
+        for r in results
+        for a, b in zip(r["content_reads"], r["content_reads"][1:], strict=False)
+        if a >= latest_first and b <= earliest_last
+    ]
     return {
         "streams": n,
         "words": words,
@@ -223,6 +234,10 @@ async def streams(port: int, n: int, words: int, delay_ms: int, server: Server) 
         "deltas_per_s": chunks / wall,
         "gap_ms": {"p50": pct(gaps, 0.5), "p99": pct(gaps, 0.99), "max": max(gaps or [0])},
         "gap_added_p99_ms": max(0.0, pct(gaps, 0.99) - delay_ms),
+        "steady_s": max(0.0, earliest_last - latest_first),
+        "steady_gaps": len(steady),
+        "steady_gap_ms": {"p50": pct(steady, 0.5), "p99": pct(steady, 0.99)},
+        "steady_gap_added_p99_ms": max(0.0, pct(steady, 0.99) - delay_ms),
         "first_content_p99_ms": pct(
             [(r["content_reads"][0] - r["t0"]) * 1000 for r in results], 0.99
         ),
