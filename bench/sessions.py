@@ -7,6 +7,8 @@ Run by hand (bounded: each scenario has a deadline; the whole run takes well und
     .venv/bin/python bench/sessions.py streams --streams 500 --words 100 --delay-ms 50
     .venv/bin/python bench/sessions.py all [--json bench/results/sessions.jsonl]
     .venv/bin/python bench/sessions.py sweep --sweep 100,200,300 --words 100 --delay-ms 50
+    .venv/bin/python bench/sessions.py streams --repo /tmp/base --repo . --rounds 3  # A/B
+    .venv/bin/python bench/sessions.py streams --profile /tmp/stacks.txt  # py-spy, collapsed
 
 The server is ``homeserver serve --dev --port 0`` in a subprocess pinned to CPU 0 (taskset),
 with ``dev/echo`` at ``--delay-ms`` (0 by default) and ``db_synchronous`` = ``--sync``; this
@@ -23,6 +25,9 @@ own share (it differs from run to run with the machine's load).
 ``streams``: N sessions stream at once. Every stream is a reply of ``--words`` + 1 deltas.
 Per stream, the gap between successive reads that carried content is recorded; the p99 gap
 over all streams, minus the model's own pacing (``--delay-ms``), is the gap the server adds.
+``steady_gap_ms`` counts only the gaps while all N streams were flowing at once (after the
+last stream's first delta, before the first stream's last), i.e. without the start-up
+burst of N requests (auth, reads, writes) that the whole-run figure includes.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ TURNS = 10
 
 
 class Server:
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str], repo: Path = REPO) -> None:
         full = {k: v for k, v in os.environ.items() if not k.startswith("HOMESERVER_")}
         full.update(PYTHONUNBUFFERED="1", HOMESERVER_LOG_LEVEL="warning", **env)
         cmd = [sys.executable, "-m", "homeserver.cli", "serve", "--dev", "--port", "0"]
@@ -59,7 +64,7 @@ class Server:
             cmd = ["taskset", "-c", "0", *cmd]
         self.proc = subprocess.Popen(
             [*cmd, "--data-dir", str(data_dir)],
-            cwd=REPO,
+            cwd=repo,  # python -m imports the server's packages from here
             env=full,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -210,6 +215,14 @@ async def streams(port: int, n: int, words: int, delay_ms: int, server: Server) 
     # when the latest first delta came before the earliest last delta.
     latest_first = max(r["content_reads"][0] for r in results)
     earliest_last = min(r["content_reads"][-1] for r in results)
+    # The steady state: gaps wholly inside that window, when all N streams were flowing
+    # (not while the others were still being started, nor while they were ending).
+    steady = [
+        (b - a) * 1000
+        for r in results
+        for a, b in zip(r["content_reads"], r["content_reads"][1:], strict=False)
+        if a >= latest_first and b <= earliest_last
+    ]
     return {
         "streams": n,
         "words": words,
@@ -221,12 +234,29 @@ async def streams(port: int, n: int, words: int, delay_ms: int, server: Server) 
         "deltas_per_s": chunks / wall,
         "gap_ms": {"p50": pct(gaps, 0.5), "p99": pct(gaps, 0.99), "max": max(gaps or [0])},
         "gap_added_p99_ms": max(0.0, pct(gaps, 0.99) - delay_ms),
+        "steady_s": max(0.0, earliest_last - latest_first),
+        "steady_gaps": len(steady),
+        "steady_gap_ms": {"p50": pct(steady, 0.5), "p99": pct(steady, 0.99)},
+        "steady_gap_added_p99_ms": max(0.0, pct(steady, 0.99) - delay_ms),
         "first_content_p99_ms": pct(
             [(r["content_reads"][0] - r["t0"]) * 1000 for r in results], 0.99
         ),
         "server_cpu_us_per_delta": cpu / max(1, chunks) * 1e6,
         "load_average": os.getloadavg(),
     }
+
+
+def _profiler(path: Path, pid: int) -> subprocess.Popen[bytes]:
+    """py-spy sampling the server (collapsed stacks, one line per stack: ``frames count``)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    cmd = [str(spy), "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+    proc = subprocess.Popen(
+        [*cmd, "--format", "raw", "--output", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)  # attached before the scenario starts
+    return proc
 
 
 def run_scenario(args: argparse.Namespace, name: str, delay_ms: int) -> dict[str, Any]:
@@ -237,15 +267,19 @@ def run_scenario(args: argparse.Namespace, name: str, delay_ms: int) -> dict[str
             "HOMESERVER_SESSIONS_MAX_GENERATIONS": str(max(1024, args.streams)),
             "HOMESERVER_SESSIONS_MAX_PER_PARTICIPANT": str(max(10000, args.streams)),
         }
-        server = Server(Path(tmp) / "data", env)
+        server = Server(Path(tmp) / "data", env, args.repo)
+        spy = _profiler(args.profile, server.proc.pid) if args.profile else None
         try:
             if name == "first-byte":
                 out = trio.run(first_byte, server.port, args.requests)
             else:
                 out = trio.run(streams, server.port, args.streams, args.words, delay_ms, server)
         finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
             server.stop()
-    out.update(scenario=name, sync=args.sync, date=time.strftime("%Y-%m-%d"))
+    out.update(scenario=name, sync=args.sync, date=time.strftime("%Y-%m-%d"), repo=str(args.repo))
     return out
 
 
@@ -259,6 +293,15 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=int, default=0)
     parser.add_argument("--sync", choices=["normal", "full"], default="normal")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        action="append",
+        help="source tree(s) the server runs from (default: this one); several: A/B "
+        "interleaved, each scenario run once per tree in turn, --rounds times",
+    )
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the server")
     args = parser.parse_args()
     if shutil.which("taskset"):
         os.sched_setaffinity(0, {1 % (os.cpu_count() or 1)})
@@ -269,14 +312,19 @@ def main() -> int:
         "sweep": [("streams", args.delay_ms)],
     }[args.scenario]
     counts = [int(n) for n in args.sweep.split(",")] if args.scenario == "sweep" else [0]
-    for name, delay in plan * len(counts):
-        if args.scenario == "sweep":
-            args.streams = counts.pop(0)
-        out = run_scenario(args, name, delay)
-        print(json.dumps(out, indent=1, default=str))
-        if args.json:
-            with args.json.open("a") as f:
-                f.write(json.dumps(out, default=str) + "\n")
+    repos = args.repo or [REPO]
+    for _ in range(args.rounds):
+        for n in counts:
+            for name, delay in plan:
+                for repo in repos:
+                    args.repo = repo
+                    if args.scenario == "sweep":
+                        args.streams = n
+                    out = run_scenario(args, name, delay)
+                    print(json.dumps(out, indent=1, default=str))
+                    if args.json:
+                        with args.json.open("a") as f:
+                            f.write(json.dumps(out, default=str) + "\n")
     return 0
 
 

@@ -5,6 +5,12 @@ Its reply is ``echo: `` + the last user message's text, plus `` [^1]``,
 per chunk, ``delay_ms`` apart, stops after ``max_tokens`` words
 (``finish_reason: "length"``), and reports usage as whitespace-separated word
 counts (prompt = every prompt message, completion = the reply).
+
+Pacing is shared: every stream of one backend whose next word is due in the same
+millisecond waits for one timer (:class:`bridges.ticks.Ticks`). A trio timer is a cancel scope
+whose deadline expires, about 30-40 us of the server's CPU each; with hundreds of
+paced streams in the server process that was a fifth of its CPU (bench/RESULTS.md),
+cost that belongs to the stand-in model, not to the server being measured.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import AsyncGenerator, Sequence
 import trio
 
 from bridges.models.base import Delta, Finish, StreamItem
+from bridges.ticks import Ticks
 from conf.sections import ModelEntry
 from protocol.llm import ChatMessage, Usage, knowledge_chunk_count
 
@@ -43,6 +50,7 @@ class EchoBackend:
 
     def __init__(self, delay_ms: int = 5) -> None:
         self._delay = delay_ms / 1000
+        self._ticks = Ticks()
 
     async def stream_chat(
         self,
@@ -58,7 +66,7 @@ class EchoBackend:
         prompt = sum(word_count(m.content) for m in messages)
         for i, word in enumerate(words):
             if self._delay:
-                await trio.sleep(self._delay)
+                await self._ticks.sleep_until(trio.current_time() + self._delay)
             else:
                 await trio.lowlevel.checkpoint()
             yield Delta(word if i == 0 else " " + word)

@@ -10,6 +10,7 @@ from typing import Any
 
 from quart import Quart, Response, request
 
+from bridges.ticks import Ticks
 from homeserver.auth import AuthService
 from homeserver.http.shim import bearer, json_body, ok, route
 from homeserver.http.sse import follow_reply, sse_response
@@ -78,6 +79,11 @@ def _reply_headers(gen: Generation) -> dict[str, str]:
 
 def install(app: Quart, auth: AuthService, sessions: SessionService, *, limit: int) -> None:
     heartbeat = sessions.limits.heartbeat_seconds
+    ticks = Ticks()  # the SSE writers' coalescing waits share millisecond timers
+
+    def _stream(gen: Generation) -> Response:
+        body = follow_reply(gen, heartbeat=heartbeat, ticks=ticks)
+        return sse_response(body, _reply_headers(gen))
 
     @route(app, "/v1/sessions", ["POST"], family="sg")
     async def create() -> Response:
@@ -129,7 +135,7 @@ def install(app: Quart, auth: AuthService, sessions: SessionService, *, limit: i
         req = parse_send(await json_body(limit, "sg"))
         gen = await sessions.send(principal, session_id, req)
         if req.stream:
-            return sse_response(follow_reply(gen, heartbeat=heartbeat), _reply_headers(gen))
+            return _stream(gen)
         await gen.done.wait()  # a disconnect cancels only this wait, not the reply
         if gen.error is not None:
             raise ApiError(
@@ -145,7 +151,7 @@ def install(app: Quart, auth: AuthService, sessions: SessionService, *, limit: i
     async def reattach(session_id: str, msg_id: str) -> Response:
         principal = await auth.authenticate(bearer())
         gen = await sessions.attach(principal, session_id, msg_id)
-        return sse_response(follow_reply(gen, heartbeat=heartbeat), _reply_headers(gen))
+        return _stream(gen)
 
     @route(app, "/v1/sessions/<session_id>/stop", ["POST"], family="sg")
     async def stop(session_id: str) -> Response:

@@ -19,10 +19,11 @@ from collections.abc import AsyncGenerator
 import trio
 from quart import Response
 
+from bridges.ticks import Ticks
 from homeserver.errors import error_event
 from homeserver.sessions import Generation
 from protocol.errors import Family
-from protocol.sse import DONE, KEEPALIVE, chunk, encode_data, encode_error
+from protocol.sse import DONE, KEEPALIVE, ContentChunks, chunk, encode_data, encode_error
 
 COALESCE_S = 0.005  # the most a delta waits for company before it is written
 
@@ -51,14 +52,23 @@ def _end(gen: Generation, family: Family) -> bytes:
 
 
 async def follow_reply(
-    gen: Generation, *, heartbeat: float, family: Family = "sg", coalesce: float = COALESCE_S
+    gen: Generation,
+    *,
+    heartbeat: float,
+    ticks: Ticks,
+    family: Family = "sg",
+    coalesce: float = COALESCE_S,
 ) -> AsyncGenerator[bytes, None]:
     """The SSE body for ``gen``: everything so far, then live, then the end.
 
     Deltas that arrive less than ``coalesce`` seconds after the previous write go out
     together in the next one (still one chunk each): a very fast model costs one
-    socket write per ``coalesce`` per stream, not one per token.
+    socket write per ``coalesce`` per stream, not one per token. The coalescing wait is
+    on ``ticks`` (shared per-millisecond timers, so it may last up to 1 ms longer), not a
+    timer of its own per write. Content chunks are
+    encoded from a per-reply template (:class:`protocol.sse.ContentChunks`).
     """
+    chunks = ContentChunks(gen.message_id, gen.created, gen.model)
     yield encode_data(chunk(gen.message_id, gen.created, gen.model, role="assistant", content=""))
     index = 0
     last_write = -coalesce  # the first delta never waits
@@ -69,14 +79,12 @@ async def follow_reply(
             if index == 0:
                 yield KEEPALIVE
             continue
-        wait = last_write + coalesce - trio.current_time()
-        if wait > 0 and not gen.finished:
-            await trio.sleep(wait)
+        due = last_write + coalesce
+        if due > trio.current_time() and not gen.finished:
+            await ticks.sleep_until(due)
         new = gen.parts[index:]
         index += len(new)
-        out = b"".join(
-            encode_data(chunk(gen.message_id, gen.created, gen.model, content=part)) for part in new
-        )
+        out = chunks.encode_many(new)
         if gen.finished and index == len(gen.parts):
             yield out + _end(gen, family)
             return

@@ -18,7 +18,15 @@ from protocol.llm import (
     estimate_tokens,
     estimate_usage,
 )
-from protocol.sse import DONE, KEEPALIVE, chunk, encode_comment, encode_data, encode_error
+from protocol.sse import (
+    DONE,
+    KEEPALIVE,
+    ContentChunks,
+    chunk,
+    encode_comment,
+    encode_data,
+    encode_error,
+)
 
 text = st.text(min_size=1, max_size=200)
 counts = st.one_of(st.none(), st.integers(min_value=0, max_value=100))
@@ -121,6 +129,21 @@ def test_chunk_encoder_round_trips_as_one_sse_data_event(
     assert ("usage" in parsed) is (usage is not None)
     if usage is not None:
         assert parsed["usage"]["total_tokens"] == usage.prompt_tokens + usage.completion_tokens
+
+
+@given(
+    completion_id=st.text(max_size=40),
+    model=st.text(max_size=40),
+    created=st.integers(0, 2**40),
+    contents=st.lists(st.text(max_size=50), max_size=5),
+)
+def test_content_chunk_template_gives_the_bytes_of_the_encoder(
+    completion_id: str, model: str, created: int, contents: list[str]
+) -> None:
+    chunks = ContentChunks(completion_id, created, model)
+    expected = [encode_data(chunk(completion_id, created, model, content=c)) for c in contents]
+    assert [chunks.encode(c) for c in contents] == expected
+    assert chunks.encode_many(contents) == b"".join(expected)
 
 
 def test_done_keepalive_comment_and_error_event() -> None:
