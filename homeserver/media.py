@@ -43,18 +43,16 @@ from pathlib import Path
 from typing import IO, Any
 
 import trio
-from python_multipart import MultipartParser
-from python_multipart.exceptions import FormParserError
 
 from homeserver.blobs import BlobStore
 from homeserver.clock import WallClock
 from homeserver.database import Readers, Writer
 from homeserver.thumbnails import DEFAULT_MAX_PIXELS, Analysis, analyse_image, analyse_poster, sniff
 from homeserver.uploads import (
-    FLUSH_BYTES,
     MULTIPART_SLACK,
     FilePart,
     Receive,
+    receive_file,
 )
 from protocol import ids
 from protocol.errors import ApiError, ErrorCode
@@ -67,12 +65,6 @@ log = logging.getLogger("homeserver.media")
 
 UPLOAD_WINDOW = 60.0
 POSTER_TIMEOUT = 30.0
-
-
-def _bad_upload(message: str, field_name: str = "file") -> ApiError:
-    return ApiError(
-        ErrorCode.SW_INVALID_PARAM, message, details=[{"field": field_name, "message": message}]
-    )
 
 
 def media_not_found(media_id: str) -> ApiError:
@@ -215,39 +207,11 @@ class MediaService:
         self, boundary: str, receive: Receive, handle: IO[bytes]
     ) -> tuple[FilePart, str]:
         part = FilePart(self.max_bytes)
-        parser = MultipartParser(boundary, part.callbacks())
-        hasher = hashlib.sha256()
-
-        def sink(pieces: list[bytes]) -> None:
-            for piece in pieces:
-                hasher.update(piece)
-            handle.writelines(pieces)
-
-        while True:
-            with trio.move_on_after(self._idle_timeout) as idle:
-                chunk = await receive()
-            if idle.cancelled_caught:
-                raise ApiError(
-                    ErrorCode.SW_REQUEST_TIMEOUT,
-                    f"the upload sent nothing for {self._idle_timeout:g} s",
-                )
-            if chunk is None:
-                break
-            try:
-                parser.write(chunk)
-            except FormParserError as exc:
-                raise _bad_upload(f"malformed multipart body: {exc}", "body") from None
-            if part.pending_bytes >= FLUSH_BYTES:
-                await trio.to_thread.run_sync(sink, part.take())
-        await trio.to_thread.run_sync(sink, part.take())
+        sha256 = await receive_file(
+            part, boundary, receive, handle, idle_timeout=self._idle_timeout
+        )
         await trio.to_thread.run_sync(self.store.finish_temp, handle)
-        if not part.ended:
-            raise _bad_upload("the multipart body ended before its closing boundary", "body")
-        if not part.found:
-            raise _bad_upload("the multipart body has no 'file' field")
-        if part.size == 0:
-            raise _bad_upload("the file is empty")
-        return part, hasher.hexdigest()
+        return part, sha256
 
     async def _analyse(self, temp: Path, head: bytes) -> Analysis:
         sniffed = sniff(head)

@@ -7,10 +7,14 @@ first bytes kept to sniff the type; callers write the pieces to disk.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
+import trio
+from python_multipart import MultipartParser
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from protocol.errors import ApiError, ErrorCode
@@ -30,6 +34,13 @@ def too_large(max_bytes: int) -> ApiError:
         ErrorCode.SW_CONTENT_TOO_LARGE,
         f"the file is over the {max_bytes}-byte upload limit",
         details={"max_bytes": max_bytes},
+    )
+
+
+def bad_upload(message: str, field_name: str = "file") -> ApiError:
+    """A malformed upload, naming the field (400 SW_INVALID_PARAM; 422 on ScaiGrid/ScaiBot)."""
+    return ApiError(
+        ErrorCode.SW_INVALID_PARAM, message, details=[{"field": field_name, "message": message}]
     )
 
 
@@ -100,3 +111,46 @@ class FilePart:
         self.pending = []
         self.pending_bytes = 0
         return pieces
+
+
+async def receive_file(
+    part: FilePart, boundary: str, receive: Receive, handle: IO[bytes], *, idle_timeout: float
+) -> str:
+    """Stream a multipart body's ``file`` part into ``handle`` and return its sha256.
+
+    The body is fed to the parser as it arrives (``receive`` gives ``None`` at its
+    end; ``idle_timeout`` seconds without a piece is 408); pieces are written in
+    a worker thread about every :data:`FLUSH_BYTES`. Refuses a body that is not
+    well-formed multipart, has no ``file`` field, or an empty file.
+    """
+    parser = MultipartParser(boundary, part.callbacks())
+    hasher = hashlib.sha256()
+
+    def sink(pieces: list[bytes]) -> None:
+        for piece in pieces:
+            hasher.update(piece)
+        handle.writelines(pieces)
+
+    while True:
+        with trio.move_on_after(idle_timeout) as idle:
+            chunk = await receive()
+        if idle.cancelled_caught:
+            raise ApiError(
+                ErrorCode.SW_REQUEST_TIMEOUT, f"the upload sent nothing for {idle_timeout:g} s"
+            )
+        if chunk is None:
+            break
+        try:
+            parser.write(chunk)
+        except FormParserError as exc:
+            raise bad_upload(f"malformed multipart body: {exc}", "body") from None
+        if part.pending_bytes >= FLUSH_BYTES:
+            await trio.to_thread.run_sync(sink, part.take())
+    await trio.to_thread.run_sync(sink, part.take())
+    if not part.ended:
+        raise bad_upload("the multipart body ended before its closing boundary", "body")
+    if not part.found:
+        raise bad_upload("the multipart body has no 'file' field")
+    if part.size == 0:
+        raise bad_upload("the file is empty")
+    return hasher.hexdigest()

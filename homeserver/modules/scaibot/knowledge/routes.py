@@ -26,8 +26,9 @@ from homeserver.auth import AuthService, Principal
 from homeserver.http.shim import bearer, ok, route
 from homeserver.http.upload_body import allow_large_bodies_matching
 from homeserver.modules.scaibot.knowledge.service import KnowledgeService
-from homeserver.modules.scaibot.knowledge.upload import bad_upload, document_too_large
+from homeserver.modules.scaibot.knowledge.upload import document_too_large
 from homeserver.modules.scaibot.ports import BotDirectory, BotRef
+from homeserver.uploads import bad_upload
 from protocol.errors import invalid
 from protocol.knowledge_text import MIME_OF
 from protocol.media import multipart_boundary

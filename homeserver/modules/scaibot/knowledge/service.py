@@ -33,9 +33,9 @@ from homeserver.database import Readers, Writer
 from homeserver.modules.scaibot.knowledge.extract import sniff
 from homeserver.modules.scaibot.knowledge.index import Indexer
 from homeserver.modules.scaibot.knowledge.retrieval import KnowledgeRetriever, Versions
-from homeserver.modules.scaibot.knowledge.upload import Received, bad_upload, receive_document
+from homeserver.modules.scaibot.knowledge.upload import Received, receive_document
 from homeserver.modules.scaibot.ports import BotRef
-from homeserver.uploads import MULTIPART_SLACK, Receive
+from homeserver.uploads import MULTIPART_SLACK, Receive, bad_upload
 from protocol import ids
 from protocol.errors import ApiError, ErrorCode
 from protocol.media import safe_filename

@@ -7,17 +7,14 @@ to disk in a worker thread about every MiB while they are hashed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
-from python_multipart import MultipartParser
-from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 
 from homeserver.blobs import BlobStore
-from homeserver.uploads import FLUSH_BYTES, FilePart, Receive
+from homeserver.uploads import FilePart, Receive, bad_upload, receive_file
 from protocol.errors import ApiError, ErrorCode
 
 MAX_NAME_BYTES = 1024
@@ -28,12 +25,6 @@ def document_too_large(max_bytes: int) -> ApiError:
         ErrorCode.DOCUMENT_TOO_LARGE,
         f"the document is over the {max_bytes}-byte limit",
         details={"max_bytes": max_bytes},
-    )
-
-
-def bad_upload(message: str, field_name: str = "file") -> ApiError:
-    return ApiError(
-        ErrorCode.VALIDATION_ERROR, message, details=[{"field": field_name, "message": message}]
     )
 
 
@@ -82,42 +73,13 @@ async def receive_document(
     """Stream the body to a temp file in ``store``; the caller owns (and removes) it."""
     handle, temp = store.new_temp()
     part = _DocumentParts(max_bytes)
-    parser = MultipartParser(boundary, part.callbacks())
-    hasher = hashlib.sha256()
-
-    def sink(pieces: list[bytes]) -> None:
-        for piece in pieces:
-            hasher.update(piece)
-        handle.writelines(pieces)
 
     try:
         with handle:
-            while True:
-                with trio.move_on_after(idle_timeout) as idle:
-                    chunk = await receive()
-                if idle.cancelled_caught:
-                    raise ApiError(
-                        ErrorCode.SW_REQUEST_TIMEOUT,
-                        f"the upload sent nothing for {idle_timeout:g} s",
-                    )
-                if chunk is None:
-                    break
-                try:
-                    parser.write(chunk)
-                except FormParserError as exc:
-                    raise bad_upload(f"malformed multipart body: {exc}", "body") from None
-                if part.pending_bytes >= FLUSH_BYTES:
-                    await trio.to_thread.run_sync(sink, part.take())
-            await trio.to_thread.run_sync(sink, part.take())
+            sha256 = await receive_file(part, boundary, receive, handle, idle_timeout=idle_timeout)
             await trio.to_thread.run_sync(store.finish_temp, handle)
-        if not part.ended:
-            raise bad_upload("the multipart body ended before its closing boundary", "body")
-        if not part.found:
-            raise bad_upload("the multipart body has no 'file' field")
-        if part.size == 0:
-            raise bad_upload("the file is empty")
         name = part.name_value.decode("utf-8", "replace").strip() if part.name_found else None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    return Received(temp, part.size, hasher.hexdigest(), bytes(part.head), part.filename, name)
+    return Received(temp, part.size, sha256, bytes(part.head), part.filename, name)
