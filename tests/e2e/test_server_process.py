@@ -12,7 +12,6 @@ the few concurrent clients of the durability test are threads.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import signal
 import socket
@@ -29,98 +28,17 @@ import httpx
 import pytest
 
 from storage import db, migrate
+from tests.serverproc import REPO, ServerProcess, clean_env
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
-LISTENING = re.compile(r"^homeserver listening on (http://127\.0\.0\.1:(\d+))\s*$")
 START_TIMEOUT = 20.0
 PASSWORD = "correct horse battery"
 
 
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The caller's environment without any HOMESERVER_* setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMESERVER_")}
-    env["HOMESERVER_DB_SYNCHRONOUS"] = "full"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
-class ServerProcess:
-    """One ``homeserver serve`` subprocess; stdout is drained by a thread."""
-
-    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None) -> None:
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.lines: list[str] = []
-        self.base_url = ""
-        self._env = _clean_env(env)
-        self._ready = threading.Event()
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "homeserver.cli",
-                "serve",
-                "--dev",
-                "--port",
-                "0",
-                "--data-dir",
-                str(data_dir),
-            ],
-            cwd=REPO,
-            env=self._env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            bufsize=1,
-        )
-        self._reader = threading.Thread(target=self._drain, daemon=True)
-        self._reader.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            match = LISTENING.match(line)
-            if match and not self.base_url:
-                self.base_url = match.group(1)
-                self._ready.set()
-        self._ready.set()  # EOF: the process is gone; wake the waiter
-
-    def wait_ready(self, timeout: float = START_TIMEOUT) -> str:
-        self._ready.wait(timeout)
-        if not self.base_url:
-            self.kill()
-            raise AssertionError(
-                f"server did not report 'homeserver listening on' within {timeout} s "
-                f"(exit code {self.proc.returncode}); stdout={''.join(self.lines)!r}; "
-                f"log={self.log_text()[-4000:]!r}"
-            )
-        return self.base_url
-
-    def log_text(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text("utf-8", errors="replace")
-
-    def signal(self, signum: int, timeout: float) -> int:
-        """Send ``signum`` and wait for the exit code (TimeoutExpired if it hangs)."""
-        self.proc.send_signal(signum)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(10)
-        finally:
-            self._reader.join(5)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-            self._log.close()
+    """The caller's environment without HOMESERVER_*, durable writes, plus ``extra``."""
+    return clean_env(extra, synchronous="full")
 
 
 @dataclass
@@ -131,9 +49,11 @@ class Servers:
     started: list[ServerProcess] = field(default_factory=list)
 
     def start(self, data_dir: Path, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(data_dir, self.tmp / f"server-{len(self.started)}.log", env)
+        server = ServerProcess(
+            data_dir, self.tmp / f"server-{len(self.started)}.log", env, synchronous="full"
+        )
         self.started.append(server)
-        server.wait_ready()
+        server.wait_ready(START_TIMEOUT)
         return server
 
 
@@ -144,7 +64,7 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
         yield pool
     finally:
         for server in pool.started:
-            server.kill()
+            server.stop()
 
 
 def cli(
