@@ -47,8 +47,8 @@ async def knowledge_service(data_dir: Path, **config: Any) -> AsyncIterator[Any]
     """A started KnowledgeService (writer, readers and indexer) on ``data_dir``."""
     from conf.knowledge import KnowledgeConfig
     from homeserver.clock import system_ms
-    from homeserver.database import Readers, Writer
     from homeserver.modules.scaibot.knowledge.build import build_knowledge
+    from homeserver.store.database import Readers, Writer
 
     db = data_dir / "homeserver.db"
     writer = Writer(db, synchronous="normal", max_batch=64)

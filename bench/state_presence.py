@@ -29,8 +29,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from homeserver.ephemeral import PresenceService
-from homeserver.hub import Hub
+from homeserver.live.ephemeral import PresenceService
+from homeserver.live.hub import Hub
 from homeserver.stream.connection import encode_text_frame
 
 

@@ -28,30 +28,30 @@ from quart import Blueprint
 from bridges.models import ChatModels, ModelRegistry, build_registry
 from conf import Settings
 from homeserver.ai import AiParticipantService, AiRunner
-from homeserver.auth import AuthService, Principal, check_credential_txn
 from homeserver.clock import WallClock, system_ms
-from homeserver.database import Checkpointer, Readers, Writer
-from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http.app import build_app, build_metrics_app
 from homeserver.http.server import HttpServer, HttpStats
-from homeserver.hub import Hub
+from homeserver.identity.auth import AuthService, Principal, check_credential_txn
+from homeserver.identity.profiles import ProfileService
+from homeserver.identity.revocation import RevocationWatcher
 from homeserver.listener import MAX_HEAD, ListenerStats, Router
-from homeserver.media import MediaService
-from homeserver.messages import MessageLimits, MessageService, SendRequest
-from homeserver.metered_models import MeteredModels
-from homeserver.metrics import Metrics
+from homeserver.live.ephemeral import PresenceService, TypingService
+from homeserver.live.hub import Hub
+from homeserver.media.service import MediaService
 from homeserver.modules.scaibot.knowledge import routes as knowledge_routes
 from homeserver.modules.scaibot.knowledge.build import build_knowledge
 from homeserver.modules.scaibot.knowledge.service import KnowledgeService
 from homeserver.modules.scaibot.module import ModuleContext, ScaiBotModule
 from homeserver.modules.scaibot.ports import BotDirectory
-from homeserver.profiles import ProfileService
-from homeserver.relations import RelationService
-from homeserver.revocation import RevocationWatcher
-from homeserver.rooms import RoomService
-from homeserver.roomstate import RoomStateService
+from homeserver.observe.metered_models import MeteredModels
+from homeserver.observe.metrics import Metrics
+from homeserver.observe.stats import StreamStats
+from homeserver.rooms.messages import MessageLimits, MessageService, SendRequest
+from homeserver.rooms.relations import RelationService
+from homeserver.rooms.service import RoomService
+from homeserver.rooms.state import RoomStateService
 from homeserver.sessions import SessionLimits, SessionService
-from homeserver.stats import StreamStats
+from homeserver.store.database import Checkpointer, Readers, Writer
 from homeserver.stream.connection import (
     Registry,
     StreamSettings,

@@ -17,9 +17,11 @@ from typing import Any
 import trio
 
 from conf import ConfigError, Settings, load
-from homeserver import app, blobs, logs
-from homeserver.auth import check_password, hash_password
+from homeserver import app
 from homeserver.clock import system_ms
+from homeserver.identity.auth import check_password, hash_password
+from homeserver.media import blobs
+from homeserver.observe import logs
 from protocol import ids
 from protocol.errors import ApiError
 from storage import db, migrate

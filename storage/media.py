@@ -1,6 +1,6 @@
 """The media and media_refs tables: rows, references, the access check, GC candidates.
 
-Files live on disk (homeserver.media); this module only knows rows. Rows with
+Files live on disk (homeserver.media.service); this module only knows rows. Rows with
 the same ``sha256`` share one file, so a file may go only when the last row
 naming its hash is deleted (:func:`delete_media_txn` says which hashes those are).
 """
@@ -88,7 +88,7 @@ def thumbnails_of(conn: sqlite3.Connection, media_id: str) -> dict[str, Media]:
 
 
 def can_read(conn: sqlite3.Connection, media: Media, participant_id: str) -> bool:
-    """The access rule (homeserver.media): the uploader, or a joined member of a
+    """The access rule (homeserver.media.service): the uploader, or a joined member of a
     room where an event references this item or, for a thumbnail, its original."""
     if media.uploader_id == participant_id:
         return True

@@ -23,9 +23,9 @@ from bridges.models.base import ChatModels, Delta, Finish
 from conf.sections import AiSettings
 from homeserver.ai.chunks import ChunkStream
 from homeserver.ai.pump import FramePump
-from homeserver.database import Readers
 from homeserver.errors import wire_error
-from homeserver.messages import MessageService, SendRequest
+from homeserver.rooms.messages import MessageService, SendRequest
+from homeserver.store.database import Readers
 from protocol.ai import (
     ContextLine,
     Draft,

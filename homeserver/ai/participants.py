@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridges.models.base import ChatModels
-from homeserver.auth import Principal
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
-from homeserver.rooms import change_membership_txn
+from homeserver.identity.auth import Principal
+from homeserver.rooms.service import change_membership_txn
+from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.ai import AI_KINDS, OWN_DEFAULTS
 from protocol.errors import ApiError, ErrorCode, invalid

@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from homeserver.hub import Hub
+from homeserver.live.hub import Hub
 
 
 class FramePump:

@@ -30,17 +30,17 @@ from conf.sections import AiSettings
 from homeserver.ai import generation
 from homeserver.ai.generation import Deps, SharedContext
 from homeserver.ai.pump import FramePump
-from homeserver.auth import Principal
-from homeserver.database import Readers
-from homeserver.hub import Hub
-from homeserver.messages import MessageService
-from homeserver.rooms import (
+from homeserver.identity.auth import Principal
+from homeserver.live.hub import Hub
+from homeserver.rooms.messages import MessageService
+from homeserver.rooms.service import (
     RoomService,
     joined_member,
     not_read_only,
     thresholds_of,
     writable_member,
 )
+from homeserver.store.database import Readers
 from protocol import ids, power
 from protocol.ai import (
     Changes,

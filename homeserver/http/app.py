@@ -10,8 +10,6 @@ from quart_trio import QuartTrio
 from bridges.models import ModelRegistry
 from conf import Settings
 from homeserver.ai import AiParticipantService, AiRunner
-from homeserver.auth import AuthService
-from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http import (
     apidoc,
     observe,
@@ -26,13 +24,15 @@ from homeserver.http import (
     routes_state,
 )
 from homeserver.http.shim import install_fallbacks, json_response, route
-from homeserver.media import MediaService
-from homeserver.messages import MessageService
-from homeserver.metrics import Metrics
-from homeserver.profiles import ProfileService
-from homeserver.relations import RelationService
-from homeserver.rooms import RoomService
-from homeserver.roomstate import RoomStateService
+from homeserver.identity.auth import AuthService
+from homeserver.identity.profiles import ProfileService
+from homeserver.live.ephemeral import PresenceService, TypingService
+from homeserver.media.service import MediaService
+from homeserver.observe.metrics import Metrics
+from homeserver.rooms.messages import MessageService
+from homeserver.rooms.relations import RelationService
+from homeserver.rooms.service import RoomService
+from homeserver.rooms.state import RoomStateService
 from homeserver.sessions import SessionService
 
 
@@ -120,7 +120,7 @@ def install_metrics_route(app: QuartTrio, metrics: Metrics) -> None:
 
 def build_metrics_app(metrics: Metrics) -> QuartTrio:
     """The app on ``metrics_port`` when metrics have a port of their own."""
-    app = QuartTrio("homeserver.metrics")
+    app = QuartTrio("homeserver.observe.metrics")
     install_fallbacks(app, 1024)
     install_metrics_route(app, metrics)
     return app

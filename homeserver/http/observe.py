@@ -13,9 +13,9 @@ import time
 
 from quart import Quart, Response, g, request
 
-from homeserver import logs
 from homeserver.http.shim import request_id
-from homeserver.metrics import Metrics
+from homeserver.observe import logs
+from homeserver.observe.metrics import Metrics
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")

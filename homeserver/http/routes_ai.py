@@ -7,8 +7,8 @@ from typing import Any
 from quart import Quart, Response, request
 
 from homeserver.ai import AiParticipantService, AiRunner, NewAi
-from homeserver.auth import AuthService
 from homeserver.http.shim import bearer, json_body, ok, route
+from homeserver.identity.auth import AuthService
 from protocol.errors import invalid
 from protocol.ids import looks_like_id
 from protocol.timefmt import iso_ms

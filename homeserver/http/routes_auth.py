@@ -7,10 +7,10 @@ from urllib.parse import parse_qs
 
 from quart import Quart, Response, request
 
-from homeserver.auth import AuthService
 from homeserver.http import render
 from homeserver.http.shim import bearer, json_body, ok, route
-from homeserver.profiles import ProfileService
+from homeserver.identity.auth import AuthService
+from homeserver.identity.profiles import ProfileService
 from protocol.errors import ApiError, ErrorCode
 from protocol.timefmt import parse_iso
 from protocol.validation import opt_str, parse_scopes, req_str

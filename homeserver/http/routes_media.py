@@ -16,7 +16,7 @@
   416 with ``Content-Range: bytes */size`` when unsatisfiable).
 - ``GET /v1/media/{id}/info``: the upload's metadata and its thumbnails.
 
-Who may read what: homeserver.media (unknown and not-allowed are the same 404).
+Who may read what: homeserver.media.service (unknown and not-allowed are the same 404).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from homeserver.auth import AuthService
 from homeserver.http.shim import bearer, error_response, ok, route
 from homeserver.http.upload_body import allow_large_bodies
-from homeserver.media import MediaService, media_not_found
-from homeserver.uploads import too_large
+from homeserver.identity.auth import AuthService
+from homeserver.media.service import MediaService, media_not_found
+from homeserver.media.uploads import too_large
 from protocol.errors import ApiError, ErrorCode
 from protocol.media import (
     ByteRange,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from quart import Quart, Response, request
 
-from homeserver.auth import AuthService
 from homeserver.http.shim import bearer, json_body, ok, route
-from homeserver.messages import MessageService, SendRequest
+from homeserver.identity.auth import AuthService
+from homeserver.rooms.messages import MessageService, SendRequest
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import wire_event
 from protocol.validation import (

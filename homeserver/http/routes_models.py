@@ -8,8 +8,8 @@ from quart import Quart, Response
 
 from bridges.models import ModelRegistry
 from conf.sections import ModelEntry
-from homeserver.auth import AuthService
 from homeserver.http.shim import bearer, ok, route
+from homeserver.identity.auth import AuthService
 
 
 def model_entry(m: ModelEntry) -> dict[str, Any]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from quart import Quart, Response
 
-from homeserver.auth import AuthService
 from homeserver.http.shim import bearer, json_body, ok, route
-from homeserver.relations import RelationService
+from homeserver.identity.auth import AuthService
+from homeserver.rooms.relations import RelationService
 from protocol.events import wire_event
 from protocol.validation import opt_str, req_obj, req_str
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from quart import Quart, Response, request
 
-from homeserver.auth import AuthService
 from homeserver.http import render
 from homeserver.http.shim import bearer, json_body, ok, route
-from homeserver.messages import MessageService
-from homeserver.profiles import ProfileService
-from homeserver.rooms import MAX_NAME, MAX_TOPIC, NewMember, RoomService, RoomSpec
+from homeserver.identity.auth import AuthService
+from homeserver.identity.profiles import ProfileService
+from homeserver.rooms.messages import MessageService
+from homeserver.rooms.service import MAX_NAME, MAX_TOPIC, NewMember, RoomService, RoomSpec
 from protocol.errors import Family, invalid
 from protocol.events import wire_event
 from protocol.ids import looks_like_id

@@ -11,9 +11,9 @@ from typing import Any
 from quart import Quart, Response, request
 
 from bridges.ticks import Ticks
-from homeserver.auth import AuthService
 from homeserver.http.shim import bearer, json_body, ok, route
 from homeserver.http.sse import follow_reply, sse_response
+from homeserver.identity.auth import AuthService
 from homeserver.sessions import Generation, SessionService
 from protocol.errors import ApiError, invalid
 from protocol.sessions import parse_create, parse_patch, parse_send

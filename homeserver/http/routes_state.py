@@ -6,11 +6,11 @@ from typing import Any
 
 from quart import Quart, Response, request
 
-from homeserver.auth import AuthService
-from homeserver.ephemeral import PresenceService, TypingService
 from homeserver.http import render
 from homeserver.http.shim import bearer, json_body, ok, route
-from homeserver.roomstate import RoomStateService, Snapshot, engagement_json
+from homeserver.identity.auth import AuthService
+from homeserver.live.ephemeral import PresenceService, TypingService
+from homeserver.rooms.state import RoomStateService, Snapshot, engagement_json
 from protocol.errors import invalid
 from protocol.power import role_for
 from protocol.timefmt import iso_ms, iso_or_none, parse_iso

@@ -18,9 +18,9 @@ from quart import Blueprint, Quart, Response, g, has_request_context, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from homeserver.auth import Principal
 from homeserver.errors import error_body
 from homeserver.http.upload_body import StreamingBody, TrackedBody, track_bodies
+from homeserver.identity.auth import Principal
 from protocol.errors import ApiError, ErrorCode, Family
 from protocol.validation import parse_json_body
 

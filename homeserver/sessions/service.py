@@ -26,10 +26,10 @@ import trio
 
 from bridges.models import ChatModels, Delta, Finish
 from conf.sections import ModelEntry
-from homeserver.auth import SCOPE_MODELS_USE, Principal
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
+from homeserver.identity.auth import SCOPE_MODELS_USE, Principal
 from homeserver.sessions.generation import Generation
+from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.context import Counted, budget_for, fit_context
 from protocol.errors import ApiError, ErrorCode

@@ -56,11 +56,11 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from homeserver import logs
-from homeserver.auth import AUTH_FAILURES, Principal
 from homeserver.errors import error_frame
-from homeserver.hub import Hub
-from homeserver.stats import StreamStats
+from homeserver.identity.auth import AUTH_FAILURES, Principal
+from homeserver.live.hub import Hub
+from homeserver.observe import logs
+from homeserver.observe.stats import StreamStats
 from homeserver.stream.outbox import Outbox
 from homeserver.stream.registry import Registry
 from protocol import frames as client_frames
@@ -127,7 +127,7 @@ class StreamSettings:
 
 
 class StreamConnection:
-    """Implements :class:`homeserver.hub.Subscriber` for one socket."""
+    """Implements :class:`homeserver.live.hub.Subscriber` for one socket."""
 
     def __init__(
         self,

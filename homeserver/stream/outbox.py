@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import trio
 
-from homeserver.stats import StreamStats
+from homeserver.observe.stats import StreamStats
 
 
 class Outbox:

@@ -2,7 +2,7 @@
 
 A revocation (an API key deleted, a refresh family revoked on token reuse, a
 participant deactivated) closes every open connection opened with that
-credential with 4001; the revocation watcher (homeserver.revocation) calls
+credential with 4001; the revocation watcher (homeserver.identity.revocation) calls
 :meth:`Registry.revoke` after the revocation commits.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from homeserver.auth import Principal
+from homeserver.identity.auth import Principal
 
 CLOSE_ABORT = 4003
 

@@ -8,7 +8,7 @@ from bridges.models import ModelRegistry
 from conf.sections import AiSettings
 from homeserver.ai import AiRunner
 from homeserver.ai.runner import QUEUE
-from homeserver.hub import Hub
+from homeserver.live.hub import Hub
 from protocol.events import Event, EventType
 from storage.ai import AiParticipant
 

@@ -14,8 +14,8 @@ import orjson
 import pytest
 import trio
 
-from homeserver.ephemeral import PresenceService, TypingService
-from homeserver.hub import Hub
+from homeserver.live.ephemeral import PresenceService, TypingService
+from homeserver.live.hub import Hub
 from protocol.errors import ApiError
 
 ROOM = "room-1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from homeserver.hub import Hub
+from homeserver.live.hub import Hub
 
 
 async def test_dropping_a_waiter_keeps_it_for_other_polls(

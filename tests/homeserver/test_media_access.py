@@ -1,6 +1,6 @@
 """Who may read media, restart survival, and ``homeserver admin media-gc``.
 
-The rule (homeserver.media): the uploader always; anyone else only while
+The rule (homeserver.media.service): the uploader always; anyone else only while
 joined to a room where a message or edit references the item (or, for a
 thumbnail, its original). Everyone else gets the same 404 as an unknown id.
 """

@@ -30,11 +30,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from homeserver.database import Readers, Writer
-from homeserver.hub import Hub
-from homeserver.messages import MessageLimits, MessageService, SendRequest
-from homeserver.relations import MarkerResult, RelationService
-from homeserver.rooms import NewMember, RoomSpec, create_room_txn
+from homeserver.live.hub import Hub
+from homeserver.rooms.messages import MessageLimits, MessageService, SendRequest
+from homeserver.rooms.relations import MarkerResult, RelationService
+from homeserver.rooms.service import NewMember, RoomSpec, create_room_txn
+from homeserver.store.database import Readers, Writer
 from protocol.errors import ApiError, Code, ErrorCode
 from protocol.events import Event, EventType, verify_event_id
 from storage import db, migrate

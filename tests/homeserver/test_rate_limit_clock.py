@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from homeserver.hub import Hub
-from homeserver.messages import MessageLimits, MessageService, SendRequest
+from homeserver.live.hub import Hub
+from homeserver.rooms.messages import MessageLimits, MessageService, SendRequest
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import Event, EventDraft, EventType, build_event
 

@@ -6,10 +6,10 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from homeserver.ephemeral import PresenceService
-from homeserver.hub import Hub
-from homeserver.rooms import NewMember, RoomSpec, create_room_txn
-from homeserver.roomstate import RoomStateService
+from homeserver.live.ephemeral import PresenceService
+from homeserver.live.hub import Hub
+from homeserver.rooms.service import NewMember, RoomSpec, create_room_txn
+from homeserver.rooms.state import RoomStateService
 from storage import db, migrate
 from storage import participants as pstore
 from storage.db import atomic

@@ -15,7 +15,7 @@ import trio
 
 from conf import Settings
 from homeserver import app
-from homeserver.auth import Principal
+from homeserver.identity.auth import Principal
 from homeserver.modules.scaibot.ports import BotRef
 from protocol.errors import ApiError, ErrorCode
 from protocol.knowledge import KnowledgeSettings

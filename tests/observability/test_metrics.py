@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.trio.client import ClientConnection, connect
 
 from homeserver.app import Running
-from homeserver.metrics import Metrics
-from homeserver.stats import LocalHistogram
+from homeserver.observe.metrics import Metrics
+from homeserver.observe.stats import LocalHistogram
 from tests.support import Api, User, api_for, make_settings, start_server
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -21,9 +21,10 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import ClientConnection
 
-from homeserver import app, cli, revocation
+from homeserver import app, cli
 from homeserver.app import Running
 from homeserver.clock import system_ms
+from homeserver.identity import revocation
 from storage import participants as pstore
 from tests.stream.test_stream_e2e import STEP, hello, open_ws, recv, send_json
 from tests.support import Api, User, api_for, envelope_error, make_settings, start_server

@@ -23,10 +23,10 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from homeserver.auth import Principal
-from homeserver.database import Readers, Writer
-from homeserver.hub import Hub
-from homeserver.messages import MessageLimits, MessageService
+from homeserver.identity.auth import Principal
+from homeserver.live.hub import Hub
+from homeserver.rooms.messages import MessageLimits, MessageService
+from homeserver.store.database import Readers, Writer
 from homeserver.stream.connection import (
     CLOSE_TIMEOUT,
     HANDSHAKE_TIMEOUT,

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from homeserver.auth import Principal
 from homeserver.clock import WallClock
-from homeserver.database import Readers
+from homeserver.identity.auth import Principal
+from homeserver.store.database import Readers
 from protocol.errors import ApiError, ErrorCode
 from protocol.scaibot import embed
 from storage.scaibot import bots as store

@@ -28,7 +28,7 @@ import trio
 
 from conf.sections import ScaibotSettings
 from homeserver.clock import WallClock
-from homeserver.database import Writer
+from homeserver.store.database import Writer
 from protocol.errors import ErrorCode
 from storage.scaibot import conversations as cstore
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridges.models.base import ChatModels
-from homeserver.auth import Principal
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
+from homeserver.identity.auth import Principal
 from homeserver.modules.scaibot.ports import BotDeletionHook, BotRef
+from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.errors import ApiError, ErrorCode
 from protocol.scaibot import embed

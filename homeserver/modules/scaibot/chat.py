@@ -24,10 +24,9 @@ import trio
 
 from bridges.models.base import ChatModels, Delta, Finish
 from conf.sections import ScaibotSettings
-from homeserver.auth import Principal
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
 from homeserver.errors import error_event
+from homeserver.identity.auth import Principal
 from homeserver.modules.scaibot.access import Caller
 from homeserver.modules.scaibot.actions import ActionJob, ActionRunner
 from homeserver.modules.scaibot.bots import bot_ref
@@ -40,6 +39,7 @@ from homeserver.modules.scaibot.turn import (
     rate_keys,
     visitor_fields,
 )
+from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.errors import ApiError, ErrorCode
 from protocol.llm import ChatMessage, cited_markers, estimate_prompt_tokens, estimate_tokens

@@ -10,12 +10,12 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from homeserver.auth import Principal
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
+from homeserver.identity.auth import Principal
 from homeserver.modules.scaibot.access import Caller, Visitor
 from homeserver.modules.scaibot.bots import parse_cursor
 from homeserver.modules.scaibot.turn import conversation_not_found
+from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.errors import ApiError, ErrorCode
 from storage.scaibot import conversations as cstore

@@ -27,7 +27,6 @@ from quart import Blueprint, Quart, request
 from bridges.models.base import ChatModels
 from conf.sections import ScaibotSettings
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
 from homeserver.modules.scaibot import routes_bots, routes_chat
 from homeserver.modules.scaibot.access import Authenticate, Callers, load_secret
 from homeserver.modules.scaibot.actions import ActionRunner
@@ -36,6 +35,7 @@ from homeserver.modules.scaibot.chat import ChatService
 from homeserver.modules.scaibot.conversations import ConversationService
 from homeserver.modules.scaibot.ports import BotDeletionHook, BotDirectory, NoKnowledge, Retriever
 from homeserver.modules.scaibot.rules import RuleService
+from homeserver.store.database import Readers, Writer
 
 PREFIX = "/v1/modules/scaibot"
 WIDGET_PATH = PREFIX + "/widget.js"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from homeserver.auth import Principal
+from homeserver.identity.auth import Principal
 from protocol.knowledge import KnowledgeSettings, RetrievedChunk
 
 

@@ -10,8 +10,8 @@ import orjson
 from quart import Blueprint, Response, request
 
 from bridges.models.base import ChatModels, Finish
-from homeserver.auth import SCOPE_MODELS_USE
 from homeserver.http.shim import bearer, json_body, ok, route
+from homeserver.identity.auth import SCOPE_MODELS_USE
 from homeserver.modules.scaibot.access import Callers
 from homeserver.modules.scaibot.bots import BotService
 from homeserver.modules.scaibot.rules import RuleService

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from homeserver.auth import Principal
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
+from homeserver.identity.auth import Principal
 from homeserver.modules.scaibot.bots import BotService
+from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.errors import ApiError, ErrorCode, invalid
 from protocol.scaibot.escalation import RuleSpec, reorder_priorities

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from homeserver.auth import SCOPE_MODELS_USE, Principal
+from homeserver.identity.auth import SCOPE_MODELS_USE, Principal
 from homeserver.modules.scaibot.access import Caller, Visitor, resolve_read
 from protocol.errors import ApiError, ErrorCode
 from protocol.knowledge import RetrievedChunk

@@ -10,8 +10,8 @@ from threadpoolctl import threadpool_limits
 from bridges.embeddings import Embedder, OpenAIEmbedder, WordLlamaEmbedder
 from conf.knowledge import KnowledgeConfig
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
 from homeserver.modules.scaibot.knowledge.service import KnowledgeService
+from homeserver.store.database import Readers, Writer
 
 
 def build_embedder(config: KnowledgeConfig) -> Embedder | None:

@@ -25,9 +25,9 @@ import trio
 from bridges.embeddings import Embedder, EmbeddingError
 from conf.knowledge import KnowledgeConfig
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
 from homeserver.modules.scaibot.knowledge.extract import ExtractionError
 from homeserver.modules.scaibot.knowledge.extractor import Extractor
+from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.knowledge_rank import content_key
 from protocol.knowledge_text import chunk_text

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import trio
 
 from bridges.embeddings import Embedder, EmbeddingError
-from homeserver.database import Readers
+from homeserver.store.database import Readers
 from protocol.knowledge import KnowledgeSettings, RetrievedChunk
 from protocol.knowledge_rank import Candidate, fuse, select
 from protocol.knowledge_text import budget_terms, fts_match, query_terms, term_key

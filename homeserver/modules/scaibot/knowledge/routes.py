@@ -22,13 +22,13 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from homeserver.auth import AuthService, Principal
 from homeserver.http.shim import bearer, ok, route
 from homeserver.http.upload_body import allow_large_bodies_matching
+from homeserver.identity.auth import AuthService, Principal
+from homeserver.media.uploads import bad_upload
 from homeserver.modules.scaibot.knowledge.service import KnowledgeService
 from homeserver.modules.scaibot.knowledge.upload import document_too_large
 from homeserver.modules.scaibot.ports import BotDirectory, BotRef
-from homeserver.uploads import bad_upload
 from protocol.errors import invalid
 from protocol.knowledge_text import MIME_OF
 from protocol.media import multipart_boundary

@@ -27,15 +27,15 @@ import trio
 
 from bridges.embeddings import Embedder
 from conf.knowledge import KnowledgeConfig
-from homeserver.blobs import BlobStore
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
+from homeserver.media.blobs import BlobStore
+from homeserver.media.uploads import MULTIPART_SLACK, Receive, bad_upload
 from homeserver.modules.scaibot.knowledge.extract import sniff
 from homeserver.modules.scaibot.knowledge.index import Indexer
 from homeserver.modules.scaibot.knowledge.retrieval import KnowledgeRetriever, Versions
 from homeserver.modules.scaibot.knowledge.upload import Received, receive_document
 from homeserver.modules.scaibot.ports import BotRef
-from homeserver.uploads import MULTIPART_SLACK, Receive, bad_upload
+from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.errors import ApiError, ErrorCode
 from protocol.media import safe_filename

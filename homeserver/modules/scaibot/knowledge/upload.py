@@ -1,6 +1,6 @@
 """Receive a document upload: multipart ``file`` (streamed to a temp file) and ``name``.
 
-Reuses the media upload's push-parser part collector (homeserver.media) and
+Reuses the media upload's push-parser part collector (homeserver.media.service) and
 blob store temp files, so a 50 MB document is never held in memory: pieces go
 to disk in a worker thread about every MiB while they are hashed.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import trio
 from python_multipart.multipart import parse_options_header
 
-from homeserver.blobs import BlobStore
-from homeserver.uploads import FilePart, Receive, bad_upload, receive_file
+from homeserver.media.blobs import BlobStore
+from homeserver.media.uploads import FilePart, Receive, bad_upload, receive_file
 from protocol.errors import ApiError, ErrorCode
 
 MAX_NAME_BYTES = 1024

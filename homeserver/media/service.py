@@ -5,7 +5,7 @@ Storage
 Files live in the data directory, so a backup of the directory has them:
 ``<data_dir>/media/<ab>/<cd>/<sha256>`` (``ab``, ``cd``: the first hex digits).
 An upload streams to ``media/tmp/`` while it is hashed (never held whole in
-memory), then is renamed into place atomically (homeserver.blobs). Rows
+memory), then is renamed into place atomically (homeserver.media.blobs). Rows
 (``storage.media``) hold the metadata. **Dedup**: the same bytes are stored
 once on disk; each upload still gets its own ``media_id`` (its own uploader,
 name and lifetime), so two uploads of one file give two ids naming one file.
@@ -44,16 +44,22 @@ from typing import IO, Any
 
 import trio
 
-from homeserver.blobs import BlobStore
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
-from homeserver.thumbnails import DEFAULT_MAX_PIXELS, Analysis, analyse_image, analyse_poster, sniff
-from homeserver.uploads import (
+from homeserver.media.blobs import BlobStore
+from homeserver.media.thumbnails import (
+    DEFAULT_MAX_PIXELS,
+    Analysis,
+    analyse_image,
+    analyse_poster,
+    sniff,
+)
+from homeserver.media.uploads import (
     MULTIPART_SLACK,
     FilePart,
     Receive,
     receive_file,
 )
+from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.errors import ApiError, ErrorCode
 from protocol.media import choose_mime, safe_filename
@@ -61,7 +67,7 @@ from protocol.ratelimit import SlidingWindowLimiter, retry_after_seconds
 from storage import media as media_store
 from storage.media import Media
 
-log = logging.getLogger("homeserver.media")
+log = logging.getLogger("homeserver.media.service")
 
 UPLOAD_WINDOW = 60.0
 POSTER_TIMEOUT = 30.0
@@ -123,7 +129,7 @@ class MediaService:
         self._idle_timeout = idle_timeout
         self._ffmpeg = ffmpeg
         self._limiter = SlidingWindowLimiter()
-        self.rate_limit_refusals = 0  # read by homeserver.metrics
+        self.rate_limit_refusals = 0  # read by homeserver.observe.metrics
 
     def prepare(self) -> None:
         self.store.prepare()

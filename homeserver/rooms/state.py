@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
-from homeserver.ephemeral import PresenceService
-from homeserver.rooms import joined_member, thresholds_of, writer_member
+from homeserver.live.ephemeral import PresenceService
+from homeserver.rooms.service import joined_member, thresholds_of, writer_member
+from homeserver.store.database import Readers, Writer
 from protocol import ids, power
 from protocol.ai import default_mode
 from protocol.errors import ApiError, ErrorCode

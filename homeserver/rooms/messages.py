@@ -16,9 +16,9 @@ from typing import Any
 import trio
 
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
-from homeserver.hub import Hub
-from homeserver.rooms import joined_member, thresholds_of, writer_member
+from homeserver.live.hub import Hub
+from homeserver.rooms.service import joined_member, thresholds_of, writer_member
+from homeserver.store.database import Readers, Writer
 from protocol import power
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import Event, EventDraft, EventType
@@ -75,7 +75,7 @@ class MessageService:
         self._clock = clock
         self._limits = limits
         self._limiter = SlidingWindowLimiter()
-        self.rate_limit_refusals = 0  # read by homeserver.metrics
+        self.rate_limit_refusals = 0  # read by homeserver.observe.metrics
         self._inflight: dict[tuple[str, str], trio.Event] = {}
         # Told about every message this service stored (typing clears, presence wakes).
         self.on_sent: Callable[[Event], None] = lambda event: None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
+from homeserver.store.database import Readers, Writer
 from protocol import ids, power
 from protocol.errors import ApiError, ErrorCode, invalid
 from protocol.events import EventDraft, EventType

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from homeserver.database import Readers, Writer
+from homeserver.store.database import Readers, Writer
 from protocol.errors import ApiError, ErrorCode
 from storage import participants as pstore
 from storage.participants import Participant

@@ -2,7 +2,7 @@
 
 The writer, the hub and the stream connections count into these objects with
 one attribute increment (or a ``bisect`` for a histogram); nothing here
-allocates, locks or imports prometheus. ``homeserver.metrics`` turns them into
+allocates, locks or imports prometheus. ``homeserver.observe.metrics`` turns them into
 Prometheus series when ``/metrics`` is scraped.
 """
 

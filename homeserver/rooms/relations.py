@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
-from homeserver.hub import Hub
-from homeserver.rooms import joined_member, thresholds_of, writer_member
+from homeserver.live.hub import Hub
+from homeserver.rooms.service import joined_member, thresholds_of, writer_member
+from homeserver.store.database import Readers, Writer
 from protocol import power
 from protocol.errors import ApiError, ErrorCode
 from protocol.events import Event, EventDraft, EventType

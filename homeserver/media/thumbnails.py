@@ -9,7 +9,7 @@
   applied first; "fit" keeps the aspect ratio inside the box and never
   enlarges, "crop" scales and centre-crops to exactly the box. They are JPEG,
   or PNG when the image has transparency, and carry no metadata (no EXIF/GPS).
-- Video posters come from ffmpeg (homeserver.media) and go through the same code.
+- Video posters come from ffmpeg (homeserver.media.service) and go through the same code.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 from protocol.errors import ApiError, ErrorCode
 from protocol.media import THUMBNAIL_SIZES
 
-log = logging.getLogger("homeserver.thumbnails")
+log = logging.getLogger("homeserver.media.thumbnails")
 
 DEFAULT_MAX_PIXELS = 64_000_000
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "AVIF")

@@ -21,11 +21,11 @@ import sqlite3
 
 import trio
 
-from homeserver.database import Readers
+from homeserver.store.database import Readers
 from homeserver.stream.registry import Registry
 from storage import participants as pstore
 
-log = logging.getLogger("homeserver.revocation")
+log = logging.getLogger("homeserver.identity.revocation")
 
 POLL_INTERVAL = 0.5
 

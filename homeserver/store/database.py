@@ -39,7 +39,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import outcome
 import trio
 
-from homeserver.stats import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, LocalHistogram
+from homeserver.observe.stats import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, LocalHistogram
 from protocol.events import Event
 from storage import db, migrate
 from storage import events as event_store
@@ -66,7 +66,7 @@ class WriterStats:
     largest_batch: int = 0
     failed_commits: int = 0
     fsyncs: int = 0
-    # Read at scrape time (homeserver.metrics): jobs per batch, seconds per batch
+    # Read at scrape time (homeserver.observe.metrics): jobs per batch, seconds per batch
     # (execute + COMMIT, on the trio thread), seconds per WAL fsync.
     batch_sizes: LocalHistogram = field(default_factory=lambda: LocalHistogram(BATCH_SIZE_BOUNDS))
     batch_seconds: LocalHistogram = field(default_factory=lambda: LocalHistogram(LATENCY_BOUNDS))

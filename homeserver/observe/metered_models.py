@@ -2,7 +2,7 @@
 
 :class:`MeteredModels` wraps the server's :class:`bridges.models.base.ChatModels`
 (the registry) and counts generations in flight, time to first token and
-upstream errors by code (homeserver.metrics). Sessions, AI participants and
+upstream errors by code (homeserver.observe.metrics). Sessions, AI participants and
 ScaiBot receive it instead of the bare registry and never know.
 """
 
@@ -15,7 +15,7 @@ import trio
 
 from bridges.models.base import ChatModels, Delta, StreamItem
 from conf.sections import ModelEntry
-from homeserver.metrics import Metrics
+from homeserver.observe.metrics import Metrics
 from protocol.errors import ApiError
 from protocol.llm import ChatMessage
 

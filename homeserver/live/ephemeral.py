@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import trio
 
 from homeserver.clock import system_ms
-from homeserver.hub import Hub
+from homeserver.live.hub import Hub
 from protocol.errors import ApiError, ErrorCode
 from protocol.ids import AI_TYPES
 from protocol.presence import (

@@ -19,7 +19,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from homeserver.clock import WallClock
-from homeserver.database import Readers, Writer
+from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.errors import ApiError, ErrorCode
 from storage import participants as pstore

@@ -2,7 +2,7 @@
 
 Two kinds of series:
 
-- **Counted on the hot path into plain ints** (homeserver.stats, the writer's
+- **Counted on the hot path into plain ints** (homeserver.observe.stats, the writer's
   and the hub's stats) and read only when ``/metrics`` is scraped, by
   :class:`_ServerCollector`: stream connections, frames and bytes sent,
   slow-consumer closes, acked sends, writer batch size/latency, fsync latency,
@@ -38,11 +38,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from homeserver.stats import LocalHistogram, StreamStats
+from homeserver.observe.stats import LocalHistogram, StreamStats
 
 if TYPE_CHECKING:
-    from homeserver.database import WriterStats
-    from homeserver.hub import Hub
+    from homeserver.live.hub import Hub
+    from homeserver.store.database import WriterStats
 
 HTTP_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TTFT_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
