@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn
 
+from conf.cluster import ClusterSettings, cluster_section, default_cluster
 from conf.knowledge import KnowledgeConfig, default_knowledge, knowledge_section
 from conf.sections import (
     AiSettings,
@@ -99,6 +100,7 @@ class Settings:
     sessions: SessionsSettings = field(default_factory=default_sessions)
     scaibot: ScaibotSettings = field(default_factory=default_scaibot)
     knowledge: KnowledgeConfig = field(default_factory=default_knowledge)
+    cluster: ClusterSettings = field(default_factory=default_cluster)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -204,6 +206,7 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         "sessions": _Spec("section"),
         "scaibot": _Spec("section"),
         "knowledge": _Spec("section"),
+        "cluster": _Spec("section"),
     }
 )
 
@@ -275,6 +278,7 @@ _SECTION_PARSERS: Mapping[str, Callable[[object, str], object]] = {
     "sessions": sessions_section,
     "scaibot": scaibot_section,
     "knowledge": knowledge_section,
+    "cluster": cluster_section,
 }
 
 

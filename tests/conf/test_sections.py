@@ -106,9 +106,22 @@ def test_backends_from_env_json() -> None:
             "slugs must be unique",
         ),
         ("models = 3\n", "models: must be a table"),
+        ('[cluster]\ndatabase_url = "mysql://h"\nbus_url = "redis://h"\n', "cluster.database_url"),
+        ('[cluster]\ndatabase_url = "postgresql://h/db"\n', "cluster.bus_url is required"),
+        ('[cluster]\nnode_id = "a b"\n', "cluster.node_id"),
+        ("[cluster]\nread_connections = 0\n", "cluster.read_connections"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, names: str) -> None:
     with pytest.raises(ConfigError) as exc:
         load(write(tmp_path, text), env={})
     assert names in str(exc.value)
+
+
+def test_cluster_is_off_by_default_and_on_with_a_database_url(tmp_path: Path) -> None:
+    assert load(env={}).cluster.enabled is False
+    text = (
+        '[cluster]\nnode_id = "n1"\ndatabase_url = "postgresql://hs@h/db"\nbus_url = "redis://h"\n'
+    )
+    c = load(write(tmp_path, text), env={"HOMESERVER_CLUSTER_READ_CONNECTIONS": "3"}).cluster
+    assert (c.enabled, c.node_id, c.read_connections, c.liveness_seconds) == (True, "n1", 3, 3.0)
