@@ -151,6 +151,26 @@ def _startup_failure(exc: BaseException) -> BaseException | None:
     return exc if isinstance(exc, OSError | sqlite3.Error | StorageError) else None
 
 
+# Young collections stay at CPython's defaults (a few ms each); a full collection waits for
+# 1,000 middle-generation ones instead of 10. Under load (300 ScaiBot streams) full
+# collections came every ~3 s, found almost nothing (0-64 objects) and each paused the loop
+# 40-90 ms: the `start` p99 (bench/RESULTS.md, "Collector"). Now one comes every few
+# minutes, so cyclic garbage that outlives two young collections waits that long.
+FULL_COLLECTION_EVERY = 1000
+
+
+def settle_collector() -> None:
+    """Freeze the start-up heap and make full collections rare (called once by ``serve``)."""
+    # Everything built so far (modules, the service graph) lives as long as the process:
+    # move it out of the collector's sight, so a full collection scans only what was
+    # allocated since. Without this, full collections of the start-up heap paused the
+    # loop for 100+ ms (p99 SSE gaps, bench/RESULTS.md).
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+
+
 async def _serve(settings: Settings) -> None:
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -159,8 +179,7 @@ async def _serve(settings: Settings) -> None:
             # process: move it out of the collector's sight, so a full collection scans
             # only what was allocated since. Without this, full collections of the
             # start-up heap paused the loop for 100+ ms (p99 SSE gaps, bench/RESULTS.md).
-            gc.collect()
-            gc.freeze()
+            settle_collector()
             # One line on stdout that scripts (and tests) can wait for (the last one).
             if running.metrics_port:
                 print(
