@@ -87,6 +87,7 @@ class Running:
     http_app: Any = None  # the Quart app (its url_map is what the OpenAPI test checks)
     metrics: Metrics | None = None
     metrics_port: int | None = None  # set when metrics have their own port
+    direct_sse: DirectSessions | None = None  # the session SSE fast path (None when off)
 
     @property
     def base_url(self) -> str:
@@ -567,5 +568,6 @@ async def _serve(
                 http_app=quart_app,
                 metrics=graph.metrics,
                 metrics_port=metrics_port,
+                direct_sse=graph.direct_sse,
             )
         )

@@ -149,8 +149,8 @@ class SocketWriter:
                         return False
                     finally:
                         self._writing = False
-                    if self.cut is None:
-                        out = body.take()  # what came while we wrote
+                    out = body.take() if self.cut is None else b""
+                    if out:  # what came while we wrote (the end at most once)
                         self._pending = frame(out, body.ended)
                     continue
                 if body.ended:
