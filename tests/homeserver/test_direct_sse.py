@@ -58,7 +58,7 @@ class Client:
         head, _, body = raw.partition(b"\r\n\r\n")
         line, *fields = head.decode().split("\r\n")
         method, target, _ = line.split(" ")
-        headers = [tuple(f.split(": ", 1)) for f in fields]
+        headers = [(f.split(": ", 1)[0], f.split(": ", 1)[1]) for f in fields]
         self.h11.send(h11.Request(method=method, target=target, headers=headers))
         if body:
             self.h11.send(h11.Data(data=body))
