@@ -74,17 +74,23 @@ class SocketWriter:
     # -- fed by the generation task ---------------------------------------------------
 
     def _on_change(self) -> None:
+        """Called by the generation task on every delta and at the end; never raises."""
         if self.broken or self.cut is not None:
             return
         if self._writing or self._pending:
             self._wake.set()  # the writer task takes it after its write
             return
-        body = self._body
-        out = body.take()
-        if not out:
+        try:
+            body = self._body
+            out = body.take()
+            if not out:
+                return
+            data = frame(out, body.ended)
+            sent = self._send_now(data)
+        except Exception:  # a bug here must not fail the generation: end this response
+            log.exception("SSE write-through failed")
+            self._gone()
             return
-        data = frame(out, body.ended)
-        sent = self._send_now(data)
         if sent < len(data):
             self._pending = data[sent:]
             self._wake.set()
