@@ -497,8 +497,10 @@ async def _serve(
 
     http_stats = HttpStats()
 
-    def http_for(app: Any) -> Callable[[trio.abc.Stream], Awaitable[None]]:
-        async def http(stream: trio.abc.Stream) -> None:
+    def http_for(
+        app: Any, handback: Callable[[bytes], bool] | None = None
+    ) -> Callable[[trio.abc.Stream], Awaitable[bytes | None]]:
+        async def http(stream: trio.abc.Stream) -> bytes | None:
             # TCPServer is typed for SSL streams but takes any stream with a .socket
             # (it falls back to plain HTTP when the stream has no SSL handshake).
             server = HttpServer(
@@ -508,12 +510,14 @@ async def _serve(
                 ConnectionState(lifespan_state.copy()),
                 stream,
                 stats=http_stats,
+                handback=handback,
             )
             await server.run()
+            return server.returned  # a request for the router's fast path, or None
 
         return http
 
-    http = http_for(asgi)
+    http = http_for(asgi, graph.direct_sse.wants if graph.direct_sse is not None else None)
 
     router = Router(
         http=http,

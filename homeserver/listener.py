@@ -6,7 +6,9 @@ whole head, however slowly it dribbles in: no slowloris). ``GET /v1/stream``
 goes to our WebSocket driver (homeserver.stream), which writes pre-encoded
 frames straight to the socket; a head the fast path wants (the streamed session
 replies, homeserver.http.direct_sse) goes to it, and the connection comes back here
-for its next request when that response is complete; everything else goes to hypercorn's
+for its next request when that response is complete (hypercorn hands an idle
+connection back too when its next request is one of those); everything else goes to
+hypercorn's
 per-connection HTTP server running the Quart shim (homeserver.http.server
 bounds the heads of later keep-alive requests the same way). The bytes
 already read are replayed to whichever side takes the connection.
@@ -27,7 +29,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import orjson
 import trio
@@ -201,7 +203,7 @@ def is_stream_request(head: bytes) -> bool:
 class Router:
     def __init__(
         self,
-        http: Callable[[trio.abc.Stream], Awaitable[Any]],
+        http: Callable[[trio.abc.Stream], Awaitable[bytes | None]],
         stream: StreamHandler,
         fast: FastPath | None = None,
     ) -> None:
@@ -212,27 +214,11 @@ class Router:
 
     async def handle(self, conn: trio.SocketStream) -> None:
         try:
-            head = await read_head(conn)
-            while True:
-                if not isinstance(head, bytes):
-                    await self._refused(conn, head)
-                    return
-                if is_stream_request(head):
-                    await self._stream(conn, head)
-                    return
-                if self._fast is None or not self._fast.wants(head):
-                    await self._http(PrefixedStream(conn, head))
-                    return
-                outcome = await self._fast.serve(conn, head)
-                if outcome.kind == "handoff":
-                    await self._http(PrefixedStream(conn, outcome.data))
-                    return
-                if outcome.kind == "close":
-                    return
-                more = await _next_request(conn, outcome.data)
-                if more is None:
-                    return  # closed, or idle past KEEP_ALIVE_TIMEOUT: nothing to answer
-                head = more
+            head: bytes | HeadResult | None = await read_head(conn)
+            while isinstance(head, bytes):
+                head = await self._serve(conn, head)
+            if head is not None:
+                await self._refused(conn, head)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
@@ -240,6 +226,25 @@ class Router:
             log.exception("connection handler failed")
         finally:
             await trio.aclose_forcefully(conn)
+
+    async def _serve(self, conn: trio.SocketStream, head: bytes) -> bytes | HeadResult | None:
+        """Serve the request starting at ``head``; the next head if the connection comes back
+        (after a fast-path response, or handed back by the HTTP server), else None."""
+        if is_stream_request(head):
+            await self._stream(conn, head)
+            return None
+        data = head
+        if self._fast is not None and self._fast.wants(head):
+            outcome = await self._fast.serve(conn, head)
+            if outcome.kind == "close":
+                return None
+            if outcome.kind == "next":
+                return await _next_request(conn, outcome.data)
+            data = outcome.data
+        returned = await self._http(PrefixedStream(conn, data))
+        if returned is None:
+            return None
+        return await read_head(conn, initial=returned)
 
     async def _refused(self, conn: trio.SocketStream, why: HeadResult) -> None:
         peer = _peer(conn)

@@ -19,7 +19,9 @@ Once taken, every refusal (authentication, scope, validation, ``SESSION_BUSY``,
 :func:`homeserver.errors.error_body` with ``X-Request-Id``, counted in the HTTP
 metrics and access log like a Quart response. Keep-alive: after a complete response
 the connection goes back to the router (homeserver.listener) for its next request,
-unless the client said ``Connection: close``; a response cut short closes it.
+unless the client said ``Connection: close``; a response cut short closes it. A
+connection hypercorn holds comes back to the router the same way when it is idle and
+its next request line is one of these (homeserver/http/server.py).
 """
 
 from __future__ import annotations
@@ -74,8 +76,10 @@ class Target:
 
 def match(head: bytes) -> Target | None:
     """The session SSE route a request head asks for, if it is one (by its request line)."""
-    line = head[: head.find(b"\r\n")]
-    parts = line.split(b" ")
+    end = head.find(b"\r\n")
+    if end < 0:
+        return None
+    parts = head[:end].split(b" ")
     if len(parts) != 3 or parts[2] != b"HTTP/1.1":
         return None
     path = parts[1].split(b"?", 1)[0]

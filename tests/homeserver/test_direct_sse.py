@@ -91,8 +91,7 @@ async def _client(env: Env) -> Client:
 
 
 def _fresh(env: Env) -> httpx.AsyncClient:
-    """A client for new connections (the router sees only a connection's first request
-    and those after a fast-path response; hypercorn keeps the rest)."""
+    """A client of its own (each refusal on a new connection)."""
     return httpx.AsyncClient(base_url=env.running.base_url, timeout=30)
 
 
@@ -341,3 +340,49 @@ async def test_httpx_keep_alive_client_streams_turn_after_turn(tmp_path: Path) -
         assert [m["content"] for m in data["messages"] if m["role"] == "assistant"] == [
             f"echo: turn {t}" for t in range(3)
         ]
+
+
+async def test_hypercorn_hands_an_idle_connection_back_for_a_stream(tmp_path: Path) -> None:
+    async with session_env(tmp_path / "d") as env:
+        sid = await _session(env)
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(base_url=env.running.base_url, limits=limits) as client:
+            for turn in range(2):
+                # A request for hypercorn first, then a stream on the same connection.
+                got = await client.get(f"/v1/sessions/{sid}", headers=env.user.auth)
+                assert got.status_code == 200
+                async with client.stream(
+                    "POST",
+                    f"/v1/sessions/{sid}/messages",
+                    headers=env.user.auth,
+                    json={"content": f"turn {turn}", "stream": True},
+                ) as r:
+                    sse = await read_sse(r, Sse())
+                assert (sse.text, sse.done) == (f"echo: turn {turn}", True)
+            after = await client.get(f"/v1/sessions/{sid}", headers=env.user.auth)
+        replies = [m["content"] for m in after.json()["data"]["messages"] if m["role"] != "user"]
+        assert replies == ["echo: turn 0", "echo: turn 1"]
+        assert _fast(env).served == 2
+        assert env.running.http_stats.handed_back == 2  # the same connection, both times
+
+
+async def test_a_stream_pipelined_behind_a_hypercorn_request_stays_with_hypercorn(
+    tmp_path: Path,
+) -> None:
+    async with session_env(tmp_path / "d") as env:
+        sid = await _session(env)
+        token = env.user.access_token
+        client = await _client(env)
+        async with client.stream:
+            first = f"GET /v1/sessions/{sid} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}"
+            second = _post(sid, token, {"content": "behind", "stream": True})
+            # Both in one write: hypercorn holds the second's bytes; it answers it itself.
+            await client.stream.send_all(first.encode() + b"\r\n\r\n" + second)
+            received = bytearray()
+            with trio.fail_after(10):
+                while b"data: [DONE]" not in received:
+                    received += await client.stream.receive_some(65536)
+        assert received.startswith(b"HTTP/1.1 200")
+        assert b'{"content":" behind"}' in received
+        assert _fast(env).served == 0
+        assert env.running.http_stats.handed_back == 0
