@@ -92,6 +92,11 @@ class ReplyBody:
             out += _end(gen, self._family)
         return out
 
+    def cut(self, exc: BaseException) -> bytes:
+        """The end of a body stopped before its reply ended: an ``error`` event, ``[DONE]``."""
+        self.ended = True
+        return encode_error(error_event(exc, self._family)) + DONE
+
 
 async def follow_reply(
     gen: Generation,

@@ -25,11 +25,10 @@ import os
 
 import trio
 
-from homeserver.errors import error_event
 from homeserver.http.sse import ReplyBody
 from homeserver.identity.auth import Principal
 from protocol.errors import ApiError, ErrorCode
-from protocol.sse import DONE, KEEPALIVE, encode_error
+from protocol.sse import KEEPALIVE
 
 log = logging.getLogger("homeserver.http.sse")
 
@@ -163,9 +162,7 @@ class SocketWriter:
                     return self.cut is None
                 if self.cut is not None:
                     gen.unlisten(self._on_change)
-                    body.ended = True
-                    end = encode_error(error_event(self.cut, "sg")) + DONE
-                    self._pending = frame(end, last=True)
+                    self._pending = frame(body.cut(self.cut), last=True)
                     continue
                 self._wake = trio.Event()
                 if body.index == 0:  # heartbeats only until the first token
