@@ -386,3 +386,58 @@ async def test_a_stream_pipelined_behind_a_hypercorn_request_stays_with_hypercor
         assert b'{"content":" behind"}' in received
         assert _fast(env).served == 0
         assert env.running.http_stats.handed_back == 0
+
+
+async def test_a_body_in_pieces_is_read_and_a_late_one_is_handed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from homeserver.http import direct_sse
+
+    async with session_env(tmp_path / "d") as env:
+        sid = await _session(env)
+        raw = _post(sid, env.user.access_token, {"content": "in pieces", "stream": True})
+        head, body = raw.split(b"\r\n\r\n", 1)
+        for late in (False, True):
+            monkeypatch.setattr(direct_sse, "BODY_TIMEOUT", 0.3 if late else 10.0)
+            async with await trio.open_tcp_stream(env.running.host, env.running.port) as s:
+                await s.send_all(head + b"\r\n\r\n" + body[:5])
+                await trio.sleep(0.5 if late else 0.05)
+                await s.send_all(body[5:])
+                received = bytearray()
+                with trio.fail_after(10):
+                    while b"data: [DONE]" not in received:
+                        received += await s.receive_some(65536)
+            assert received.startswith(b"HTTP/1.1 200")
+            assert b'{"content":" pieces"}' in received
+        # The first was the fast path's; the late one went to hypercorn (and Quart).
+        assert (_fast(env).served, _fast(env).handed_off) == (1, 1)
+
+
+async def test_fast_path_responses_are_counted_like_quart_ones(tmp_path: Path) -> None:
+    async with session_env(tmp_path / "d") as env:
+        sid = await _session(env)
+        async with _fresh(env) as client:
+            async with client.stream(
+                "POST",
+                f"/v1/sessions/{sid}/messages",
+                headers=env.user.auth,
+                json={"content": "count me", "stream": True},
+            ) as r:
+                await read_sse(r, Sse())
+            r = await client.post(
+                "/v1/sessions/sess_nope/messages",
+                headers=env.user.auth,
+                json={"content": "x", "stream": True},
+            )
+            assert r.status_code == 404
+        metrics = env.running.metrics
+        assert metrics is not None
+
+        def count(status: str) -> float | None:
+            labels = {"method": "POST", "route": "/v1/sessions/{session_id}/messages"}
+            return metrics.registry.get_sample_value(
+                "homeserver_http_requests_total", {**labels, "status": status}
+            )
+
+        assert (count("200"), count("404")) == (1.0, 1.0)
+        assert _fast(env).served == 2
