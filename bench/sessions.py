@@ -27,7 +27,9 @@ Per stream, the gap between successive reads that carried content is recorded; t
 over all streams, minus the model's own pacing (``--delay-ms``), is the gap the server adds.
 ``steady_gap_ms`` counts only the gaps while all N streams were flowing at once (after the
 last stream's first delta, before the first stream's last), i.e. without the start-up
-burst of N requests (auth, reads, writes) that the whole-run figure includes.
+burst of N requests (auth, reads, writes) that the whole-run figure includes. This
+process's garbage collector is off while the streams are timed (a full collection of the
+client showed as a gap in every stream at once).
 """
 
 from __future__ import annotations
