@@ -27,12 +27,15 @@ Per stream, the gap between successive reads that carried content is recorded; t
 over all streams, minus the model's own pacing (``--delay-ms``), is the gap the server adds.
 ``steady_gap_ms`` counts only the gaps while all N streams were flowing at once (after the
 last stream's first delta, before the first stream's last), i.e. without the start-up
-burst of N requests (auth, reads, writes) that the whole-run figure includes.
+burst of N requests (auth, reads, writes) that the whole-run figure includes. This
+process's garbage collector is off while the streams are timed (a full collection of the
+client showed as a gap in every stream at once).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -193,16 +196,23 @@ async def streams(port: int, n: int, words: int, delay_ms: int, server: Server) 
     text = " ".join(f"w{i}" for i in range(words))
     raws = [request(token, sid, text) for sid in ids]
     results: list[dict[str, Any]] = []
+    # The client's own garbage collector must not pause it while it times reads: a full
+    # collection here (17 ms measured) would count as a gap in every stream at once.
+    gc.collect()
+    gc.disable()
     cpu0 = server.cpu_seconds()
     started = time.perf_counter()
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
+    try:
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
 
-            async def run(raw: bytes) -> None:
-                results.append(await one_reply(port, raw))
+                async def run(raw: bytes) -> None:
+                    results.append(await one_reply(port, raw))
 
-            for raw in raws:
-                nursery.start_soon(run, raw)
+                for raw in raws:
+                    nursery.start_soon(run, raw)
+    finally:
+        gc.enable()
     wall = time.perf_counter() - started
     cpu = server.cpu_seconds() - cpu0
     gaps = [

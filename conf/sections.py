@@ -128,6 +128,9 @@ class SessionsSettings:
     heartbeat_seconds: float = 15.0
     max_generations: int = 1024
     max_per_participant: int = 10000
+    # The listener serves the streamed replies itself, writing SSE straight to the
+    # socket (homeserver/http/direct_sse.py); off: Quart serves them like every route.
+    direct_sse: bool = True
 
 
 _MODEL_KEYS = {"slug", "upstream_id", "display_name", "context_window", "max_output_tokens"}
@@ -225,7 +228,9 @@ def ai_section(value: object, label: str = "ai") -> AiSettings:
 def sessions_section(value: object, label: str = "sessions") -> SessionsSettings:
     if isinstance(value, SessionsSettings):
         return value
-    t = _table(value, label, {"heartbeat_seconds", "max_generations", "max_per_participant"})
+    t = _table(
+        value, label, {"heartbeat_seconds", "max_generations", "max_per_participant", "direct_sse"}
+    )
     return SessionsSettings(
         heartbeat_seconds=_float(
             t.get("heartbeat_seconds", 15.0), f"{label}.heartbeat_seconds", 0, 3600
@@ -236,6 +241,7 @@ def sessions_section(value: object, label: str = "sessions") -> SessionsSettings
         max_per_participant=_int(
             t.get("max_per_participant", 10000), f"{label}.max_per_participant", 1, 10_000_000
         ),
+        direct_sse=_bool(t.get("direct_sse", True), f"{label}.direct_sse"),
     )
 
 

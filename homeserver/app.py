@@ -30,11 +30,12 @@ from conf import Settings
 from homeserver.ai import AiParticipantService, AiRunner
 from homeserver.clock import WallClock, system_ms
 from homeserver.http.app import build_app, build_metrics_app
+from homeserver.http.direct_sse import DirectSessions
 from homeserver.http.server import HttpServer, HttpStats
 from homeserver.identity.auth import AuthService, Principal, check_credential_txn
 from homeserver.identity.profiles import ProfileService
 from homeserver.identity.revocation import RevocationWatcher
-from homeserver.listener import MAX_HEAD, ListenerStats, Router
+from homeserver.listener import KEEP_ALIVE_TIMEOUT, MAX_HEAD, ListenerStats, Router
 from homeserver.live.ephemeral import PresenceService, TypingService
 from homeserver.live.hub import Hub
 from homeserver.media.service import MediaService
@@ -86,6 +87,7 @@ class Running:
     http_app: Any = None  # the Quart app (its url_map is what the OpenAPI test checks)
     metrics: Metrics | None = None
     metrics_port: int | None = None  # set when metrics have their own port
+    direct_sse: DirectSessions | None = None  # the session SSE fast path (None when off)
 
     @property
     def base_url(self) -> str:
@@ -159,7 +161,7 @@ def _check_live(principal: Principal, conn: sqlite3.Connection, now_ms: int) -> 
 
 def _hypercorn_config(settings: Settings) -> HyperConfig:
     config = HyperConfig()
-    config.keep_alive_timeout = 75
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     config.h11_max_incomplete_size = MAX_HEAD  # the router reads first heads to the same cap
     config.graceful_timeout = 5
     config.loglevel = "WARNING"
@@ -191,6 +193,7 @@ class _Graph:
     knowledge: KnowledgeService
     stream_stats: StreamStats
     metrics: Metrics  # always there (cheap); settings.metrics_enabled decides if it is served
+    direct_sse: DirectSessions | None  # the listener's fast path for session SSE (or off)
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -398,7 +401,17 @@ def _build(
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
     registry = Registry()
-    revocations = RevocationWatcher(readers, registry)
+    direct_sse = None
+    if settings.sessions.direct_sse:
+        direct_sse = DirectSessions(
+            auth,
+            sessions,
+            limit=settings.max_request_bytes,
+            metrics=metrics,
+            access_log=settings.log_format == "json",
+        )
+    extra = (direct_sse.registry,) if direct_sse is not None else ()
+    revocations = RevocationWatcher(readers, registry, *extra)
     auth.on_revoked = revocations.wake
     return _Graph(
         hub,
@@ -415,6 +428,7 @@ def _build(
         knowledge,
         stream_stats,
         metrics,
+        direct_sse,
     )
 
 
@@ -483,8 +497,10 @@ async def _serve(
 
     http_stats = HttpStats()
 
-    def http_for(app: Any) -> Callable[[trio.abc.Stream], Awaitable[None]]:
-        async def http(stream: trio.abc.Stream) -> None:
+    def http_for(
+        app: Any, handback: Callable[[bytes], bool] | None = None
+    ) -> Callable[[trio.abc.Stream], Awaitable[bytes | None]]:
+        async def http(stream: trio.abc.Stream) -> bytes | None:
             # TCPServer is typed for SSL streams but takes any stream with a .socket
             # (it falls back to plain HTTP when the stream has no SSL handshake).
             server = HttpServer(
@@ -494,12 +510,14 @@ async def _serve(
                 ConnectionState(lifespan_state.copy()),
                 stream,
                 stats=http_stats,
+                handback=handback,
             )
             await server.run()
+            return server.returned  # a request for the router's fast path, or None
 
         return http
 
-    http = http_for(asgi)
+    http = http_for(asgi, graph.direct_sse.wants if graph.direct_sse is not None else None)
 
     router = Router(
         http=http,
@@ -511,6 +529,7 @@ async def _serve(
             settings=stream_settings,
             stats=graph.stream_stats,
         ),
+        fast=graph.direct_sse,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.run)
@@ -553,5 +572,6 @@ async def _serve(
                 http_app=quart_app,
                 metrics=graph.metrics,
                 metrics_port=metrics_port,
+                direct_sse=graph.direct_sse,
             )
         )

@@ -4,7 +4,11 @@ Each accepted connection's request head (request line and headers) is read,
 bounded in size (:data:`MAX_HEAD`) and in time (:data:`HEAD_TIMEOUT` for the
 whole head, however slowly it dribbles in: no slowloris). ``GET /v1/stream``
 goes to our WebSocket driver (homeserver.stream), which writes pre-encoded
-frames straight to the socket; everything else goes to hypercorn's
+frames straight to the socket; a head the fast path wants (the streamed session
+replies, homeserver.http.direct_sse) goes to it, and the connection comes back here
+for its next request when that response is complete (hypercorn hands an idle
+connection back too when its next request is one of those); everything else goes to
+hypercorn's
 per-connection HTTP server running the Quart shim (homeserver.http.server
 bounds the heads of later keep-alive requests the same way). The bytes
 already read are replayed to whichever side takes the connection.
@@ -25,7 +29,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 import orjson
 import trio
@@ -37,12 +41,33 @@ log = logging.getLogger("homeserver.listener")
 
 MAX_HEAD = 16384  # request line and headers; hypercorn's h11_max_incomplete_size matches
 HEAD_TIMEOUT = 10.0  # for the whole head, from accept
+KEEP_ALIVE_TIMEOUT = 75.0  # an idle connection waits this long for its next request
 MAX_REQUEST_LINE = 8192  # the first line alone (answered 400 in the envelope beyond it)
 REFUSE_TIMEOUT = 1.0  # time to hand a refusal (408/431) to the kernel
 DRAIN_BYTES = 1 << 20  # read (and drop) at most this much of a refused request...
 DRAIN_TIMEOUT = 2.0  # ...for at most this long, so the client reads the answer, not a reset
 
 StreamHandler = Callable[[trio.SocketStream, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a fast-path handler left a connection.
+
+    ``handoff``: not its request after all: the HTTP server takes the connection, with
+    ``data`` (every byte read so far) replayed first. ``next``: the response is complete
+    and the connection carries on; ``data`` is what was read past the request.
+    ``close``: done with the connection.
+    """
+
+    kind: Literal["handoff", "next", "close"]
+    data: bytes = b""
+
+
+class FastPath(Protocol):
+    def wants(self, head: bytes) -> bool: ...
+
+    async def serve(self, conn: trio.SocketStream, head: bytes) -> Outcome: ...
 
 
 class PrefixedStream(trio.abc.HalfCloseableStream):
@@ -98,16 +123,16 @@ HeadResult = Literal["timeout", "too_large", "line_too_long", "closed"]
 
 
 async def read_head(
-    stream: trio.abc.ReceiveStream, *, max_bytes: int = MAX_HEAD
+    stream: trio.abc.ReceiveStream, *, max_bytes: int = MAX_HEAD, initial: bytes = b""
 ) -> bytes | HeadResult:
     """Read until the end of the request head (a blank line).
 
-    Returns everything read (the head and whatever came right behind it), or
-    why not: ``timeout`` (the whole head, not each read, is timed),
+    Returns everything read (``initial``, the head and whatever came right behind
+    it), or why not: ``timeout`` (the whole head, not each read, is timed),
     ``line_too_long`` (no end of the request line within MAX_REQUEST_LINE),
     ``too_large`` or ``closed``.
     """
-    buf = bytearray()
+    buf = bytearray(initial)
     with trio.move_on_after(HEAD_TIMEOUT):
         scanned = 0
         while True:
@@ -177,21 +202,22 @@ def is_stream_request(head: bytes) -> bool:
 
 class Router:
     def __init__(
-        self, http: Callable[[trio.abc.Stream], Awaitable[Any]], stream: StreamHandler
+        self,
+        http: Callable[[trio.abc.Stream], Awaitable[bytes | None]],
+        stream: StreamHandler,
+        fast: FastPath | None = None,
     ) -> None:
         self._http = http
         self._stream = stream
+        self._fast = fast
         self.stats = ListenerStats()
 
     async def handle(self, conn: trio.SocketStream) -> None:
         try:
-            head = await read_head(conn)
-            if isinstance(head, bytes):
-                if is_stream_request(head):
-                    await self._stream(conn, head)
-                else:
-                    await self._http(PrefixedStream(conn, head))
-            else:
+            head: bytes | HeadResult | None = await read_head(conn)
+            while isinstance(head, bytes):
+                head = await self._serve(conn, head)
+            if head is not None:
                 await self._refused(conn, head)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -200,6 +226,25 @@ class Router:
             log.exception("connection handler failed")
         finally:
             await trio.aclose_forcefully(conn)
+
+    async def _serve(self, conn: trio.SocketStream, head: bytes) -> bytes | HeadResult | None:
+        """Serve the request starting at ``head``; the next head if the connection comes back
+        (after a fast-path response, or handed back by the HTTP server), else None."""
+        if is_stream_request(head):
+            await self._stream(conn, head)
+            return None
+        data = head
+        if self._fast is not None and self._fast.wants(head):
+            outcome = await self._fast.serve(conn, head)
+            if outcome.kind == "close":
+                return None
+            if outcome.kind == "next":
+                return await _next_request(conn, outcome.data)
+            data = outcome.data
+        returned = await self._http(PrefixedStream(conn, data))
+        if returned is None:
+            return None
+        return await read_head(conn, initial=returned)
 
     async def _refused(self, conn: trio.SocketStream, why: HeadResult) -> None:
         peer = _peer(conn)
@@ -240,6 +285,19 @@ class Router:
                     ErrorCode.SW_HEADERS_TOO_LARGE, f"the request head is over {MAX_HEAD} bytes"
                 ),
             )
+
+
+async def _next_request(conn: trio.SocketStream, data: bytes) -> bytes | HeadResult | None:
+    """The next request head on a kept-alive connection; None when none comes."""
+    if not data:
+        with trio.move_on_after(KEEP_ALIVE_TIMEOUT):
+            try:
+                data = await conn.receive_some(4096)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+        if not data:
+            return None
+    return await read_head(conn, initial=data)
 
 
 def _peer(conn: trio.SocketStream) -> str:

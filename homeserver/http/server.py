@@ -10,15 +10,23 @@
    Here a request head that began arriving must be complete within
    :data:`homeserver.listener.HEAD_TIMEOUT`, or the connection is closed
    (counted in :class:`HttpStats`).
+3. **Handing a connection back.** When a connection is idle between requests
+   (the previous response complete, nothing buffered) and the next request line
+   is one the listener's fast path serves (``handback``: the streamed session
+   replies), hypercorn lets go of the connection without closing it and
+   :meth:`HttpServer.run` leaves the bytes read in :attr:`HttpServer.returned`
+   for the router (homeserver.listener), which serves that request itself.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import inf
 from typing import Any
 
+import h11
 import trio
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
@@ -32,24 +40,39 @@ log = logging.getLogger("homeserver.http")
 class HttpStats:
     released_on_eof: int = 0  # connections released at once when the client closed
     head_timeouts: int = 0  # a later request's head did not complete in time
+    handed_back: int = 0  # idle connections given back to the router for a fast-path request
 
     def to_dict(self) -> dict[str, int]:
-        return {"released_on_eof": self.released_on_eof, "head_timeouts": self.head_timeouts}
+        return {
+            "released_on_eof": self.released_on_eof,
+            "head_timeouts": self.head_timeouts,
+            "handed_back": self.handed_back,
+        }
 
 
 class HttpServer(TCPServer):
     """One HTTP connection; see the module docstring."""
 
-    def __init__(self, *args: Any, stats: HttpStats, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        stats: HttpStats,
+        handback: Callable[[bytes], bool] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.stats = stats
         self._in_request = False  # a request head was parsed; its response is not done
         self._head_deadline = inf  # set when the first bytes of a request head arrive
+        self._handback = handback
+        self._answered = False  # a response completed (so the router's request was served)
+        self.returned: bytes | None = None  # bytes of the request handed back to the router
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, Updated):
             # idle=False: a request head was parsed; idle=True: ready for the next.
             self._in_request = not event.idle
+            self._answered = self._answered or event.idle
             self._head_deadline = inf
         await super().protocol_send(event)
 
@@ -73,6 +96,9 @@ class HttpServer(TCPServer):
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break
             if data and not self._in_request and self._head_deadline == inf:
+                if self._hand_back(bytes(data)):
+                    await self.idle_task.stop()  # its keep-alive timer would close the socket
+                    return
                 # The first bytes of a request head: it has HEAD_TIMEOUT to complete.
                 self._head_deadline = trio.current_time() + listener.HEAD_TIMEOUT
             await self.protocol.handle(RawData(bytes(data)))
@@ -86,3 +112,21 @@ class HttpServer(TCPServer):
         # must not hold the connection (a response in flight still completes,
         # and hypercorn closes after it: the client's side is closed).
         await self.idle_task.stop()
+
+    def _hand_back(self, data: bytes) -> bool:
+        """Let go of an idle connection whose next request the router's fast path wants."""
+        if self._handback is None or not self._answered or not self._handback(data):
+            return False
+        conn = getattr(getattr(self.protocol, "protocol", None), "connection", None)
+        if not isinstance(conn, h11.Connection) or conn.trailing_data[0]:
+            return False  # a WebSocket, or bytes of a request hypercorn already holds
+        if conn.our_state is not h11.IDLE or conn.their_state is not h11.IDLE:
+            return False
+        self.returned = data
+        self.stats.handed_back += 1
+        return True
+
+    async def _close(self) -> None:
+        if self.returned is not None:
+            return  # the connection goes back to the router, open
+        await super()._close()

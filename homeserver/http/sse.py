@@ -9,6 +9,10 @@ rendered by :func:`homeserver.errors.error_event`), then ``data: [DONE]``.
 
 The body only *reads* the generation: if the client goes away, Quart cancels
 this generator and the reply carries on in its own task.
+
+:class:`ReplyBody` is the one place that turns a generation into these bytes; both
+transports use it: :func:`follow_reply` (the Quart response body) and the direct
+writer of homeserver/http/direct_sse.py (the listener's fast path).
 """
 
 from __future__ import annotations
@@ -51,6 +55,49 @@ def _end(gen: Generation, family: Family) -> bytes:
     return out + DONE
 
 
+class ReplyBody:
+    """The SSE bytes of one reply, in order: the opening role chunk, deltas, the end.
+
+    :meth:`take` returns everything the generation produced since the last call (one
+    chunk per delta) and, once it has finished, the end (final chunk, error event,
+    ``[DONE]``) exactly once. Nothing here waits or writes.
+    """
+
+    __slots__ = ("_chunks", "_family", "ended", "gen", "index")
+
+    def __init__(self, gen: Generation, family: Family = "sg") -> None:
+        self.gen = gen
+        self.index = 0  # parts taken so far
+        self.ended = False  # the end was taken
+        self._family = family
+        self._chunks = ContentChunks(gen.message_id, gen.created, gen.model)
+
+    def opening(self) -> bytes:
+        gen = self.gen
+        return encode_data(
+            chunk(gen.message_id, gen.created, gen.model, role="assistant", content="")
+        )
+
+    def take(self) -> bytes:
+        gen = self.gen
+        parts = gen.parts
+        if self.index == len(parts):
+            out = b""
+        else:
+            new = parts[self.index :]
+            self.index += len(new)
+            out = self._chunks.encode_many(new)
+        if gen.finished and not self.ended:
+            self.ended = True
+            out += _end(gen, self._family)
+        return out
+
+    def cut(self, exc: BaseException) -> bytes:
+        """The end of a body stopped before its reply ended: an ``error`` event, ``[DONE]``."""
+        self.ended = True
+        return encode_error(error_event(exc, self._family)) + DONE
+
+
 async def follow_reply(
     gen: Generation,
     *,
@@ -68,25 +115,22 @@ async def follow_reply(
     timer of its own per write. Content chunks are
     encoded from a per-reply template (:class:`protocol.sse.ContentChunks`).
     """
-    chunks = ContentChunks(gen.message_id, gen.created, gen.model)
-    yield encode_data(chunk(gen.message_id, gen.created, gen.model, role="assistant", content=""))
-    index = 0
+    body = ReplyBody(gen, family)
+    yield body.opening()
     last_write = -coalesce  # the first delta never waits
     while True:
         # Heartbeats only until the first token.
-        ready = await gen.wait_beyond(index, heartbeat if index == 0 else math.inf)
+        ready = await gen.wait_beyond(body.index, heartbeat if body.index == 0 else math.inf)
         if not ready:
-            if index == 0:
+            if body.index == 0:
                 yield KEEPALIVE
             continue
         due = last_write + coalesce
         if due > trio.current_time() and not gen.finished:
             await ticks.sleep_until(due)
-        new = gen.parts[index:]
-        index += len(new)
-        out = chunks.encode_many(new)
-        if gen.finished and index == len(gen.parts):
-            yield out + _end(gen, family)
+        out = body.take()
+        if body.ended:
+            yield out
             return
         if out:
             yield out

@@ -32,10 +32,14 @@ POLL_INTERVAL = 0.5
 
 class RevocationWatcher:
     def __init__(
-        self, readers: Readers, registry: Registry, *, interval: float | None = None
+        self,
+        readers: Readers,
+        registry: Registry,
+        *more: Registry,
+        interval: float | None = None,
     ) -> None:
         self._readers = readers
-        self._registry = registry
+        self._registries = (registry, *more)  # the stream's, the direct SSE replies'
         self._interval = POLL_INTERVAL if interval is None else interval
         self._wake = trio.Event()
         self._seen = 0
@@ -63,7 +67,7 @@ class RevocationWatcher:
         while True:
             rows = await self._readers.read(pstore.revocations_after, self._seen)
             for seq, kind, value in rows:
-                closed = self._registry.revoke(kind, value)
+                closed = sum(registry.revoke(kind, value) for registry in self._registries)
                 if closed:
                     log.info("revoked %s: closed %d stream connection(s)", kind, closed)
                 self._seen = seq

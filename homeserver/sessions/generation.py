@@ -6,11 +6,17 @@ the request that started it, re-attached streams, a non-streamed request) keep a
 index into ``parts`` and wait on :meth:`Generation.wait_beyond`. So a reader
 that arrives late replays what was sent so far and then continues live, and a
 reader that goes away changes nothing for the generation.
+
+A reader that can act without blocking (the direct SSE writer, which writes a delta
+straight to a writable socket) may instead :meth:`Generation.listen`: its callback runs
+synchronously in the generation task on every append and at the end, so a delta costs
+no event and no task switch on its way to the socket. A callback must not raise.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -33,7 +39,8 @@ class Generation:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     # Set once the reply is stored (or could not be): readers end after it.
     done: trio.Event = field(default_factory=trio.Event)
-    _wake: trio.Event = field(default_factory=trio.Event)
+    _wake: trio.Event | None = None  # created by the first reader that waits
+    _listeners: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     def stored(
@@ -78,18 +85,34 @@ class Generation:
         """Cancel the generation task's model call (closes the upstream request)."""
         self.scope.cancel()
 
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (synchronously, in the generation task) on every change."""
+        self._listeners.append(callback)
+
+    def unlisten(self, callback: Callable[[], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
     def _notify(self) -> None:
-        wake, self._wake = self._wake, trio.Event()
-        wake.set()
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            wake.set()
+        if self._listeners:
+            for callback in tuple(self._listeners):  # a callback may unlisten itself
+                callback()
 
     async def wait_beyond(self, index: int, seconds: float) -> bool:
         """Wait for a part past ``index`` or the end; ``False`` after ``seconds``."""
         if len(self.parts) > index or self.finished:
             return True
+        if self._wake is None:
+            self._wake = trio.Event()
+        wake = self._wake
         if seconds == math.inf:  # no deadline: no cancel scope to set up and tear down
-            await self._wake.wait()
+            await wake.wait()
             return True
         with trio.move_on_after(seconds):
-            await self._wake.wait()
+            await wake.wait()
             return True
         return False

@@ -125,3 +125,12 @@ def test_cluster_is_off_by_default_and_on_with_a_database_url(tmp_path: Path) ->
     )
     c = load(write(tmp_path, text), env={"HOMESERVER_CLUSTER_READ_CONNECTIONS": "3"}).cluster
     assert (c.enabled, c.node_id, c.read_connections, c.liveness_seconds) == (True, "n1", 3, 3.0)
+
+
+def test_sessions_direct_sse_from_toml_and_env(tmp_path: Path) -> None:
+    assert Settings().sessions.direct_sse is True
+    path = write(tmp_path, "[sessions]\ndirect_sse = false\n")
+    assert load(path, env={}).sessions.direct_sse is False
+    assert load(None, env={"HOMESERVER_SESSIONS_DIRECT_SSE": "false"}).sessions.direct_sse is False
+    with pytest.raises(ConfigError, match=r"sessions\.direct_sse"):
+        load(write(tmp_path, '[sessions]\ndirect_sse = "no"\n'), env={})
