@@ -51,7 +51,8 @@ from homeserver.rooms.relations import RelationService
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import RoomStateService
 from homeserver.sessions import SessionLimits, SessionService
-from homeserver.store.database import Checkpointer, Readers, Writer
+from homeserver.store.database import Readers, Scrubber, Writer
+from homeserver.store.engines import build_store
 from homeserver.stream.connection import (
     Registry,
     StreamSettings,
@@ -78,7 +79,7 @@ class Running:
     hub: Hub
     writer: Writer
     db_path: Path
-    scrubber: Checkpointer
+    scrubber: Scrubber
     registry: Registry
     listener_stats: ListenerStats
     http_stats: HttpStats
@@ -86,6 +87,7 @@ class Running:
     http_app: Any = None  # the Quart app (its url_map is what the OpenAPI test checks)
     metrics: Metrics | None = None
     metrics_port: int | None = None  # set when metrics have their own port
+    engine: str = "sqlite"  # "postgres" with [cluster] database_url
 
     @property
     def base_url(self) -> str:
@@ -182,7 +184,7 @@ class _Graph:
     bridge: StreamBridge
     presence: PresenceService
     typing: TypingService
-    scrubber: Checkpointer
+    scrubber: Scrubber
     registry: Registry
     revocations: RevocationWatcher
     sessions: SessionService
@@ -238,6 +240,7 @@ def _build(
     readers: Readers,
     hub: Hub,
     clock: WallClock,
+    scrubber: Scrubber,
     models: ModelRegistry | None = None,
     bots: BotDirectory | None = None,
 ) -> _Graph:
@@ -314,7 +317,6 @@ def _build(
         else:
             presence.disconnected(sub.participant_id)
 
-    scrubber = Checkpointer(writer.path)
     relations.on_redacted = scrubber.request
 
     def on_sent(event: Event) -> None:
@@ -433,18 +435,16 @@ async def run(
     (knowledge tests pass a fake).
     """
     db_path = prepare_data_dir(settings)
-    writer = Writer(
-        db_path, synchronous=settings.db_synchronous, max_batch=settings.writer_max_batch
-    )
+    store = build_store(settings, db_path)
+    writer, readers = store.writer, store.readers
     position = writer.open()
-    readers = Readers(db_path, size=settings.db_read_connections)
     readers.open()
     try:
         hub = Hub(settings.tenant_id, encode_text_frame)
         hub.load_memberships(await readers.read(room_store.all_joined), position)
         writer.set_on_commit(hub.publish_events)
-        graph = _build(settings, writer, readers, hub, clock, models, bots)
-        await _serve(settings, writer, graph, db_path, task_status)
+        graph = _build(settings, writer, readers, hub, clock, store.scrubber, models, bots)
+        await _serve(settings, writer, graph, db_path, store.engine, task_status)
     finally:
         stats = writer.stats
         log.info(
@@ -464,6 +464,7 @@ async def _serve(
     writer: Writer,
     graph: _Graph,
     db_path: Path,
+    engine: str,
     task_status: trio.TaskStatus[Running],
 ) -> None:
     hub, quart_app, bridge = graph.hub, graph.quart_app, graph.bridge
@@ -553,5 +554,6 @@ async def _serve(
                 http_app=quart_app,
                 metrics=graph.metrics,
                 metrics_port=metrics_port,
+                engine=engine,
             )
         )
