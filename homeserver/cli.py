@@ -133,15 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             return _migrate(settings)
-        if args.admin_command == "create-participant":
-            return _create_participant(settings, args)
-        if args.admin_command == "media-gc":
-            return _media_gc(settings, args)
-        if args.admin_command == "deactivate-participant":
-            return _deactivate(settings, args)
-        if args.admin_command == "purge-session":
-            return _purge_session(settings, args)
-        return _create_key(settings, args)
+        return _ADMIN[args.admin_command](settings, args)
     except NotFound as exc:
         print(f"homeserver: no such session {exc}", file=sys.stderr)
         return 1
@@ -318,6 +310,15 @@ def _purge_session(settings: Settings, args: argparse.Namespace) -> int:
         removed = session_store.purge_session_txn(conn, args.session_id)
     print(f"purged session {args.session_id} and {removed} message(s)")
     return 0
+
+
+_ADMIN = {
+    "create-participant": _create_participant,
+    "create-key": _create_key,
+    "media-gc": _media_gc,
+    "deactivate-participant": _deactivate,
+    "purge-session": _purge_session,
+}
 
 
 if __name__ == "__main__":
