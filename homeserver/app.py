@@ -454,6 +454,12 @@ async def run(
     store = build_store(settings, db_path)
     writer, readers = store.writer, store.readers
     position = writer.open()
+    if store.engine == "postgres":
+        log.info(
+            "store: PostgreSQL (head position %d); redactions erase rows but cannot scrub"
+            " PostgreSQL's WAL, replicas or backups (README, cluster mode)",
+            position,
+        )
     readers.open()
     try:
         hub = Hub(settings.tenant_id, encode_text_frame)
