@@ -201,7 +201,7 @@ def _reset_script(server: PgServer) -> bytes:
             ]
             sequences = [r[0] for r in conn.execute("SELECT sequencename FROM pg_sequences")]
             seeded = conn.execute("SELECT stream, position FROM stream_head").fetchall()
-            version = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            (version,) = conn.execute("SELECT MAX(version) FROM schema_version").fetchall()
         statements = ["SET session_replication_role = replica"]  # no triggers, no FK checks
         statements += [f"DELETE FROM {t}" for t in tables]
         # A test may record a newer schema (the "newer than this server" refusal).
