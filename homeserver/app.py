@@ -52,7 +52,8 @@ from homeserver.rooms.relations import RelationService
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import RoomStateService
 from homeserver.sessions import SessionLimits, SessionService
-from homeserver.store.database import Checkpointer, Readers, Writer
+from homeserver.store.database import Readers, Scrubber, Writer
+from homeserver.store.engines import build_store
 from homeserver.stream.connection import (
     Registry,
     StreamSettings,
@@ -79,7 +80,7 @@ class Running:
     hub: Hub
     writer: Writer
     db_path: Path
-    scrubber: Checkpointer
+    scrubber: Scrubber
     registry: Registry
     listener_stats: ListenerStats
     http_stats: HttpStats
@@ -88,6 +89,8 @@ class Running:
     metrics: Metrics | None = None
     metrics_port: int | None = None  # set when metrics have their own port
     direct_sse: DirectSessions | None = None  # the session SSE fast path (None when off)
+    engine: str = "sqlite"  # "postgres" with [cluster] database_url
+    database_url: str = ""  # the PostgreSQL store's URL (engine "postgres")
 
     @property
     def base_url(self) -> str:
@@ -184,13 +187,13 @@ class _Graph:
     bridge: StreamBridge
     presence: PresenceService
     typing: TypingService
-    scrubber: Checkpointer
+    scrubber: Scrubber
     registry: Registry
     revocations: RevocationWatcher
     sessions: SessionService
     ai_runner: AiRunner
     scaibot: ScaiBotModule
-    knowledge: KnowledgeService
+    knowledge: KnowledgeService | None  # None: [knowledge] enabled = false
     stream_stats: StreamStats
     metrics: Metrics  # always there (cheap); settings.metrics_enabled decides if it is served
     direct_sse: DirectSessions | None  # the listener's fast path for session SSE (or off)
@@ -209,16 +212,29 @@ def build_scaibot(
     clock: WallClock,
     auth: AuthService,
     models: ChatModels,
-    knowledge: KnowledgeService,
+    knowledge: KnowledgeService | None,
     bots: BotDirectory | None = None,
 ) -> ScaiBotModule:
     """The ScaiBot module with its knowledge index plugged in: the index is the chat
     turn's retriever, drops a deleted bot's collection inside the deleting transaction,
     and adds the document routes to the module's blueprint. ``bots`` replaces the
-    module's own bot directory for those routes (tests)."""
+    module's own bot directory for those routes (tests). Without a knowledge index
+    (``[knowledge] enabled = false``) bots answer without retrieval."""
+    if knowledge is None:
+        return ScaiBotModule(
+            settings=settings.scaibot,
+            data_dir=Path(settings.data_dir),
+            writer=writer,
+            readers=readers,
+            clock=clock,
+            authenticate=auth.authenticate,
+            models=models,
+            max_request_bytes=settings.max_request_bytes,
+        )
+    index = knowledge
 
     def documents(bp: Blueprint, ctx: ModuleContext) -> None:
-        knowledge_routes.install(bp, auth, bots or ctx.bots, knowledge, app=ctx.app, mount="")
+        knowledge_routes.install(bp, auth, bots or ctx.bots, index, app=ctx.app, mount="")
 
     return ScaiBotModule(
         settings=settings.scaibot,
@@ -241,6 +257,7 @@ def _build(
     readers: Readers,
     hub: Hub,
     clock: WallClock,
+    scrubber: Scrubber,
     models: ModelRegistry | None = None,
     bots: BotDirectory | None = None,
 ) -> _Graph:
@@ -317,7 +334,6 @@ def _build(
         else:
             presence.disconnected(sub.participant_id)
 
-    scrubber = Checkpointer(writer.path)
     relations.on_redacted = scrubber.request
 
     def on_sent(event: Event) -> None:
@@ -363,15 +379,17 @@ def _build(
             max_per_participant=settings.sessions.max_per_participant,
         ),
     )
-    knowledge = build_knowledge(
-        writer,
-        readers,
-        clock,
-        settings.knowledge,
-        data_dir=Path(settings.data_dir),
-        on_erased=scrubber.request,
-        fsync=settings.db_synchronous == "full",
-    )
+    knowledge = None
+    if settings.knowledge.enabled:
+        knowledge = build_knowledge(
+            writer,
+            readers,
+            clock,
+            settings.knowledge,
+            data_dir=Path(settings.data_dir),
+            on_erased=scrubber.request,
+            fsync=settings.db_synchronous == "full",
+        )
     scaibot = build_scaibot(settings, writer, readers, clock, auth, chat_models, knowledge, bots)
     metrics.watch(
         hub=hub,
@@ -447,18 +465,22 @@ async def run(
     (knowledge tests pass a fake).
     """
     db_path = prepare_data_dir(settings)
-    writer = Writer(
-        db_path, synchronous=settings.db_synchronous, max_batch=settings.writer_max_batch
-    )
+    store = build_store(settings, db_path)
+    writer, readers = store.writer, store.readers
     position = writer.open()
-    readers = Readers(db_path, size=settings.db_read_connections)
+    if store.engine == "postgres":
+        log.info(
+            "store: PostgreSQL (head position %d); redactions erase rows but cannot scrub"
+            " PostgreSQL's WAL, replicas or backups (README, cluster mode)",
+            position,
+        )
     readers.open()
     try:
         hub = Hub(settings.tenant_id, encode_text_frame)
         hub.load_memberships(await readers.read(room_store.all_joined), position)
         writer.set_on_commit(hub.publish_events)
-        graph = _build(settings, writer, readers, hub, clock, models, bots)
-        await _serve(settings, writer, graph, db_path, task_status)
+        graph = _build(settings, writer, readers, hub, clock, store.scrubber, models, bots)
+        await _serve(settings, writer, graph, db_path, store.engine, task_status)
     finally:
         stats = writer.stats
         log.info(
@@ -478,6 +500,7 @@ async def _serve(
     writer: Writer,
     graph: _Graph,
     db_path: Path,
+    engine: str,
     task_status: trio.TaskStatus[Running],
 ) -> None:
     hub, quart_app, bridge = graph.hub, graph.quart_app, graph.bridge
@@ -540,7 +563,8 @@ async def _serve(
         await nursery.start(graph.sessions.run)
         await nursery.start(graph.ai_runner.run)
         await nursery.start(graph.scaibot.run)
-        await nursery.start(graph.knowledge.run)
+        if graph.knowledge is not None:
+            await nursery.start(graph.knowledge.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)
@@ -573,5 +597,7 @@ async def _serve(
                 metrics=graph.metrics,
                 metrics_port=metrics_port,
                 direct_sse=graph.direct_sse,
+                engine=engine,
+                database_url=settings.cluster.database_url if engine == "postgres" else "",
             )
         )
