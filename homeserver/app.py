@@ -29,6 +29,7 @@ from bridges.models import ChatModels, ModelRegistry, build_registry
 from conf import Settings
 from homeserver.ai import AiParticipantService, AiRunner
 from homeserver.clock import WallClock, system_ms
+from homeserver.cluster.node import ClusterNode, open_bus
 from homeserver.http.app import build_app, build_metrics_app
 from homeserver.http.server import HttpServer, HttpStats
 from homeserver.identity.auth import AuthService, Principal, check_credential_txn
@@ -86,6 +87,7 @@ class Running:
     http_app: Any = None  # the Quart app (its url_map is what the OpenAPI test checks)
     metrics: Metrics | None = None
     metrics_port: int | None = None  # set when metrics have their own port
+    cluster: ClusterNode | None = None  # set when [cluster] bus_url is
 
     @property
     def base_url(self) -> str:
@@ -191,6 +193,7 @@ class _Graph:
     knowledge: KnowledgeService
     stream_stats: StreamStats
     metrics: Metrics  # always there (cheap); settings.metrics_enabled decides if it is served
+    cluster: ClusterNode | None = None
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -240,6 +243,7 @@ def _build(
     clock: WallClock,
     models: ModelRegistry | None = None,
     bots: BotDirectory | None = None,
+    cluster: ClusterNode | None = None,
 ) -> _Graph:
     metrics = Metrics()
     stream_stats = StreamStats()
@@ -271,6 +275,7 @@ def _build(
             rate_limit_window=float(settings.rate_limit_window_seconds),
             rate_limit_for=settings.rate_limit_for,
         ),
+        limiter=cluster.limiter if cluster is not None else None,
     )
     relations = RelationService(
         writer,
@@ -286,25 +291,33 @@ def _build(
         found = await readers.read(pstore.get_participants, ids)
         return {pid: p.participant_type for pid, p in found.items()}
 
-    presence = PresenceService(
-        hub,
-        types_of,
-        tenant_id=settings.tenant_id,
-        idle_after=float(settings.presence_idle_seconds),
-        heartbeat_ttl=float(settings.presence_heartbeat_ttl),
-        enabled=settings.presence_enabled,
+    presence_settings: dict[str, Any] = {
+        "tenant_id": settings.tenant_id,
+        "idle_after": float(settings.presence_idle_seconds),
+        "heartbeat_ttl": float(settings.presence_heartbeat_ttl),
+        "enabled": settings.presence_enabled,
+    }
+    presence = (
+        PresenceService(hub, types_of, **presence_settings)
+        if cluster is None
+        else cluster.presence(types_of, **presence_settings)
     )
 
     async def read_only_of(pid: str, room_id: str) -> bool:
         member = await readers.read(room_store.get_membership, room_id, pid)
         return member is not None and member.read_only
 
-    typing = TypingService(
-        hub,
-        tenant_id=settings.tenant_id,
-        timeout=settings.typing_timeout,
-        read_only_of=read_only_of,
-    )
+    typing_settings: dict[str, Any] = {
+        "tenant_id": settings.tenant_id,
+        "timeout": settings.typing_timeout,
+        "read_only_of": read_only_of,
+    }
+    if cluster is None:
+        typing = TypingService(hub, **typing_settings)
+    else:
+        typing = cluster.typing(**typing_settings)
+        cluster.attach(presence, typing)  # type: ignore[arg-type]  # built by cluster.presence
+        cluster.register_metrics(metrics.registry)
 
     def on_connections(sub: Any, delta: int) -> None:
         principal = getattr(sub, "principal", None)
@@ -397,7 +410,7 @@ def _build(
         metrics=metrics,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
-    registry = Registry()
+    registry = Registry() if cluster is None else cluster.registry
     revocations = RevocationWatcher(readers, registry)
     auth.on_revoked = revocations.wake
     return _Graph(
@@ -415,6 +428,7 @@ def _build(
         knowledge,
         stream_stats,
         metrics,
+        cluster,
     )
 
 
@@ -442,9 +456,16 @@ async def run(
     try:
         hub = Hub(settings.tenant_id, encode_text_frame)
         hub.load_memberships(await readers.read(room_store.all_joined), position)
-        writer.set_on_commit(hub.publish_events)
-        graph = _build(settings, writer, readers, hub, clock, models, bots)
-        await _serve(settings, writer, graph, db_path, task_status)
+        if not settings.cluster.bus_url:
+            writer.set_on_commit(hub.publish_events)
+            graph = _build(settings, writer, readers, hub, clock, models, bots)
+            await _serve(settings, writer, graph, db_path, task_status)
+            return
+        async with open_bus(settings.cluster.bus_url) as bus:
+            node = ClusterNode(settings, bus, hub, readers, applied=position, clock=clock)
+            writer.set_on_commit(node.feed.on_commit)  # the hub is fed by the cluster feed
+            graph = _build(settings, writer, readers, hub, clock, models, bots, node)
+            await _serve(settings, writer, graph, db_path, task_status)
     finally:
         stats = writer.stats
         log.info(
@@ -513,9 +534,12 @@ async def _serve(
         ),
     )
     async with trio.open_nursery() as nursery:
+        if graph.cluster is not None:
+            await nursery.start(graph.cluster.run)  # the feed subscribes before any write
         await nursery.start(writer.run)
-        await nursery.start(graph.presence.run)
-        await nursery.start(graph.typing.run)
+        if graph.cluster is None:
+            await nursery.start(graph.presence.run)
+            await nursery.start(graph.typing.run)
         await nursery.start(graph.scrubber.run)
         await nursery.start(graph.revocations.run)
         await nursery.start(graph.sessions.run)
@@ -553,5 +577,6 @@ async def _serve(
                 http_app=quart_app,
                 metrics=graph.metrics,
                 metrics_port=metrics_port,
+                cluster=graph.cluster,
             )
         )

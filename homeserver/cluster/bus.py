@@ -42,6 +42,12 @@ if not cur then
 end
 return 0
 """
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 class BusError(Exception):
@@ -56,6 +62,9 @@ class Bus(Protocol):
 
     async def lease(self, key: str, owner: str, ttl_ms: int) -> bool:
         """Take or renew ``key`` for ``owner`` (``SET NX PX``, renewed by its owner)."""
+
+    async def release(self, key: str, owner: str) -> None:
+        """Delete ``key`` if ``owner`` holds it."""
 
     async def set_expiring(self, key: str, value: str, ttl_ms: int) -> None: ...
 
@@ -114,6 +123,9 @@ class RedisBus:
 
     async def lease(self, key: str, owner: str, ttl_ms: int) -> bool:
         return bool(await self.script("lease", LEASE, [key], [owner, ttl_ms]))
+
+    async def release(self, key: str, owner: str) -> None:
+        await self.script("release", RELEASE, [key], [owner])
 
     async def set_expiring(self, key: str, value: str, ttl_ms: int) -> None:
         try:
@@ -235,6 +247,11 @@ class MemoryBus:
             return False
         self._keys[key] = (owner, trio.current_time() + ttl_ms / 1000)
         return True
+
+    async def release(self, key: str, owner: str) -> None:
+        self._check()
+        if self._live(key) == owner:
+            del self._keys[key]
 
     async def set_expiring(self, key: str, value: str, ttl_ms: int) -> None:
         self._check()
