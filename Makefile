@@ -37,9 +37,16 @@ FUZZ_EXAMPLES ?= 500
 fuzz: $(STAMP)
 	SCHEMATHESIS_MAX_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/observability/test_schemathesis.py
 
-# ffmpeg makes video posters; the test that needs it is skipped without it.
+# ffmpeg makes video posters; PostgreSQL and Redis are the cluster engines (issue 14).
+# The tests that need them are skipped (and say so) without them.
 # Installed here when we can (root with apt-get); never fatal.
 system-deps:
+	@{ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql and redis-server (cluster-mode tests)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null) \
+	      || echo "could not install postgresql/redis-server: the cluster-mode tests will be skipped"; \
+	  else echo "postgresql or redis-server not found: the cluster-mode tests will be skipped"; fi; }
 	@command -v ffmpeg >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing ffmpeg (video poster thumbnails)"; \

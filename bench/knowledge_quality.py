@@ -48,12 +48,12 @@ async def knowledge_service(data_dir: Path, **config: Any) -> AsyncIterator[Any]
     from conf.knowledge import KnowledgeConfig
     from homeserver.clock import system_ms
     from homeserver.modules.scaibot.knowledge.build import build_knowledge
-    from homeserver.store.database import Readers, Writer
+    from homeserver.store.sqlite import SqliteReaders, SqliteWriter
 
     db = data_dir / "homeserver.db"
-    writer = Writer(db, synchronous="normal", max_batch=64)
+    writer = SqliteWriter(db, synchronous="normal", max_batch=64)
     writer.open()
-    readers = Readers(db, size=2)
+    readers = SqliteReaders(db, size=2)
     readers.open()
     try:
         service = build_knowledge(

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from hypercorn.config import Config as HyperConfig
@@ -29,7 +29,6 @@ from bridges.models import ChatModels, ModelRegistry, build_registry
 from conf import Settings
 from homeserver.ai import AiParticipantService, AiRunner
 from homeserver.clock import WallClock, system_ms
-from homeserver.cluster.node import ClusterNode, open_bus
 from homeserver.http.app import build_app, build_metrics_app
 from homeserver.http.server import HttpServer, HttpStats
 from homeserver.identity.auth import AuthService, Principal, check_credential_txn
@@ -52,7 +51,8 @@ from homeserver.rooms.relations import RelationService
 from homeserver.rooms.service import RoomService
 from homeserver.rooms.state import RoomStateService
 from homeserver.sessions import SessionLimits, SessionService
-from homeserver.store.database import Checkpointer, Readers, Writer
+from homeserver.store.database import Readers, Scrubber, Writer
+from homeserver.store.engines import build_store
 from homeserver.stream.connection import (
     Registry,
     StreamSettings,
@@ -64,6 +64,9 @@ from protocol.ids import AI as AI_PREFIX
 from protocol.timefmt import iso_ms
 from storage import participants as pstore
 from storage import rooms as room_store
+
+if TYPE_CHECKING:
+    from homeserver.cluster.node import ClusterNode
 
 log = logging.getLogger("homeserver")
 
@@ -79,7 +82,7 @@ class Running:
     hub: Hub
     writer: Writer
     db_path: Path
-    scrubber: Checkpointer
+    scrubber: Scrubber
     registry: Registry
     listener_stats: ListenerStats
     http_stats: HttpStats
@@ -87,6 +90,7 @@ class Running:
     http_app: Any = None  # the Quart app (its url_map is what the OpenAPI test checks)
     metrics: Metrics | None = None
     metrics_port: int | None = None  # set when metrics have their own port
+    engine: str = "sqlite"  # "postgres" with [cluster] database_url
     cluster: ClusterNode | None = None  # set when [cluster] bus_url is
 
     @property
@@ -184,7 +188,7 @@ class _Graph:
     bridge: StreamBridge
     presence: PresenceService
     typing: TypingService
-    scrubber: Checkpointer
+    scrubber: Scrubber
     registry: Registry
     revocations: RevocationWatcher
     sessions: SessionService
@@ -241,6 +245,7 @@ def _build(
     readers: Readers,
     hub: Hub,
     clock: WallClock,
+    scrubber: Scrubber,
     models: ModelRegistry | None = None,
     bots: BotDirectory | None = None,
     cluster: ClusterNode | None = None,
@@ -327,7 +332,6 @@ def _build(
         else:
             presence.disconnected(sub.participant_id)
 
-    scrubber = Checkpointer(writer.path)
     relations.on_redacted = scrubber.request
 
     def on_sent(event: Event) -> None:
@@ -447,25 +451,27 @@ async def run(
     (knowledge tests pass a fake).
     """
     db_path = prepare_data_dir(settings)
-    writer = Writer(
-        db_path, synchronous=settings.db_synchronous, max_batch=settings.writer_max_batch
-    )
+    store = build_store(settings, db_path)
+    writer, readers = store.writer, store.readers
     position = writer.open()
-    readers = Readers(db_path, size=settings.db_read_connections)
     readers.open()
     try:
         hub = Hub(settings.tenant_id, encode_text_frame)
         hub.load_memberships(await readers.read(room_store.all_joined), position)
         if not settings.cluster.bus_url:
             writer.set_on_commit(hub.publish_events)
-            graph = _build(settings, writer, readers, hub, clock, models, bots)
-            await _serve(settings, writer, graph, db_path, task_status)
+            graph = _build(settings, writer, readers, hub, clock, store.scrubber, models, bots)
+            await _serve(settings, writer, graph, db_path, store.engine, task_status)
             return
+        from homeserver.cluster.node import ClusterNode, open_bus  # coredis: [cluster] extra
+
         async with open_bus(settings.cluster.bus_url) as bus:
             node = ClusterNode(settings, bus, hub, readers, applied=position, clock=clock)
             writer.set_on_commit(node.feed.on_commit)  # the hub is fed by the cluster feed
-            graph = _build(settings, writer, readers, hub, clock, models, bots, node)
-            await _serve(settings, writer, graph, db_path, task_status)
+            graph = _build(
+                settings, writer, readers, hub, clock, store.scrubber, models, bots, node
+            )
+            await _serve(settings, writer, graph, db_path, store.engine, task_status)
     finally:
         stats = writer.stats
         log.info(
@@ -485,6 +491,7 @@ async def _serve(
     writer: Writer,
     graph: _Graph,
     db_path: Path,
+    engine: str,
     task_status: trio.TaskStatus[Running],
 ) -> None:
     hub, quart_app, bridge = graph.hub, graph.quart_app, graph.bridge
@@ -577,6 +584,7 @@ async def _serve(
                 http_app=quart_app,
                 metrics=graph.metrics,
                 metrics_port=metrics_port,
+                engine=engine,
                 cluster=graph.cluster,
             )
         )

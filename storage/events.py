@@ -99,6 +99,25 @@ def _raw_by_id(conn: sqlite3.Connection, event_id: str) -> Event | None:
     return None if row is None else _row_event(row)
 
 
+def next_position_txn(conn: sqlite3.Connection) -> int:
+    """Take the next stream position from the ``stream_head`` row (migration 0012).
+
+    The UPDATE holds the row lock (PostgreSQL) or runs under the write lock
+    (SQLite) until the transaction ends, so positions are gapless and in commit
+    order, across processes; rolling back (to a savepoint) gives the number back.
+    """
+    row = conn.execute(
+        "UPDATE stream_head SET position = position + 1 WHERE stream = 'events' RETURNING position"
+    ).fetchone()
+    return int(row[0])
+
+
+def head_position(conn: sqlite3.Connection) -> int:
+    """The last committed stream position (what a catch-up reads up to)."""
+    row = conn.execute("SELECT position FROM stream_head WHERE stream = 'events'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def append_event_txn(conn: sqlite3.Connection, draft: EventDraft, *, now_ms: int) -> Event:
     """Chain, hash and store one event; return it with its stream position."""
     head = conn.execute(
@@ -114,11 +133,13 @@ def append_event_txn(conn: sqlite3.Connection, draft: EventDraft, *, now_ms: int
         prev_event_ids=prev,
         prev_depth=head["last_depth"],
     )
-    cur = conn.execute(
-        "INSERT INTO events (event_id, room_id, type, sender_id, actor_id, content,"
-        " content_hash, origin_ts_ms, depth, prev_event_ids, relates_to)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    position = next_position_txn(conn)
+    conn.execute(
+        "INSERT INTO events (stream_position, event_id, room_id, type, sender_id, actor_id,"
+        " content, content_hash, origin_ts_ms, depth, prev_event_ids, relates_to)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
+            position,
             event.event_id,
             event.room_id,
             str(event.type),
@@ -132,8 +153,6 @@ def append_event_txn(conn: sqlite3.Connection, draft: EventDraft, *, now_ms: int
             event.relates_to,
         ),
     )
-    position = cur.lastrowid
-    assert position is not None
     conn.execute(
         "UPDATE rooms SET last_event_id = ?, last_depth = ? WHERE room_id = ?",
         (event.event_id, event.depth, event.room_id),
@@ -152,8 +171,9 @@ def append_event_txn(conn: sqlite3.Connection, draft: EventDraft, *, now_ms: int
         )
     if draft.event_uuid is not None:
         conn.execute(
-            "INSERT OR REPLACE INTO idempotency (sender_id, event_uuid, event_id, created_at_ms)"
-            " VALUES (?, ?, ?, ?)",
+            "INSERT INTO idempotency (sender_id, event_uuid, event_id, created_at_ms)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (sender_id, event_uuid) DO UPDATE SET"
+            " event_id = excluded.event_id, created_at_ms = excluded.created_at_ms",
             (draft.sender_id, draft.event_uuid, event.event_id, now_ms),
         )
     stored = replace(event, stream_position=position)

@@ -1,4 +1,12 @@
-"""Numbered SQL migrations (``schema/NNNN_name.sql``), applied in order at start-up."""
+"""Numbered SQL migrations (``schema/NNNN_name.sql``), applied in order at start-up.
+
+Both engines run the same numbered list and record it in the same
+``schema_version`` table. On PostgreSQL each file is translated
+(``storage.dialect.schema_to_postgres``) with its SQLite triggers left out, and
+``schema/pg/NNNN_name.sql``, where it exists, adds that migration's
+PostgreSQL-only statements (the triggers as PL/pgSQL functions). Two processes
+migrating one PostgreSQL database at once are serialised by an advisory lock.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +14,36 @@ import re
 import sqlite3
 from importlib import resources
 
+from storage import dialect
 from storage.db import atomic
 from storage.errors import MigrationError
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-def migrations() -> list[tuple[int, str, str]]:
-    """(version, file name, SQL) for every shipped migration, in order."""
+_TRIGGER = re.compile(r"^CREATE\s+TRIGGER\b.*?^END;", re.IGNORECASE | re.DOTALL | re.MULTILINE)
+_LOCK = 0x48534D49  # pg_advisory_lock key: "HSMI"
+
+
+def dialect_of(conn: sqlite3.Connection) -> str:
+    """ "sqlite" or "postgres" (``storage.pg.PgConnection``)."""
+    return str(getattr(conn, "dialect", "sqlite"))
+
+
+def migrations(engine: str = "sqlite") -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) for every shipped migration, in order, for ``engine``."""
     found = []
-    for entry in resources.files("storage").joinpath("schema").iterdir():
+    schema = resources.files("storage").joinpath("schema")
+    for entry in schema.iterdir():
         match = _NAME.match(entry.name)
         if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text("utf-8")))
+            sql = entry.read_text("utf-8")
+            if engine == "postgres":
+                extra = schema.joinpath("pg", entry.name)
+                sql = dialect.schema_to_postgres(_TRIGGER.sub("", sql))
+                if extra.is_file():
+                    sql += "\n" + extra.read_text("utf-8")
+            found.append((int(match.group(1)), entry.name, sql))
     found.sort()
     versions = [v for v, _, _ in found]
     if versions != list(range(1, len(versions) + 1)):
@@ -37,7 +62,17 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply every migration newer than the database; return the new version."""
-    shipped = migrations()
+    if dialect_of(conn) == "postgres":
+        conn.execute("SELECT pg_advisory_lock(?)", (_LOCK,))
+        try:
+            return _migrate(conn, "postgres")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(?)", (_LOCK,))
+    return _migrate(conn, "sqlite")
+
+
+def _migrate(conn: sqlite3.Connection, engine: str) -> int:
+    shipped = migrations(engine)
     version = current_version(conn)
     if version > len(shipped):
         raise MigrationError(
@@ -51,8 +86,11 @@ def migrate(conn: sqlite3.Connection) -> int:
             if current_version(conn) >= number:
                 version = number
                 continue
-            for statement in _split(sql):
-                conn.execute(statement)
+            if engine == "postgres":
+                conn.executescript(sql)
+            else:
+                for statement in _split(sql):
+                    conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", (number, name))
         version = number
     return version

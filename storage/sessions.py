@@ -300,7 +300,7 @@ def recent_messages(
         "SELECT * FROM (SELECT *, SUM(CASE WHEN content = '' THEN 0"
         " ELSE COALESCE(tokens, LENGTH(content) / 4 + 1) + 4 END)"
         " OVER (ORDER BY seq DESC) AS cost FROM session_messages WHERE session_id = ?"
-        " ORDER BY seq DESC LIMIT ?) WHERE cost <= ? ORDER BY seq",
+        " ORDER BY seq DESC LIMIT ?) AS recent WHERE cost <= ? ORDER BY seq",
         (session_id, limit, max_cost if max_cost is not None else 2**62),
     ).fetchall()
     return [_message(r) for r in rows]

@@ -18,6 +18,7 @@ import httpx
 import trio
 
 from conf import Settings
+from conf.cluster import ClusterSettings
 from homeserver import app
 
 # The persisted-event fields of CONTRACT section 4, and its ISO-8601 millisecond format.
@@ -38,7 +39,18 @@ EVENT_FIELDS = {
 }
 
 
-def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+def make_settings(data_dir: Path, *, database_url: str | None = None, **overrides: Any) -> Settings:
+    """Test settings; ``database_url`` puts the store on PostgreSQL (``[cluster]``)."""
+    if database_url is not None:
+        overrides.setdefault(
+            "cluster",
+            ClusterSettings(
+                node_id="test",
+                database_url=database_url,
+                bus_url="redis://127.0.0.1:9/0",  # not used by the store
+                read_connections=3,
+            ),
+        )
     base = Settings(
         host="127.0.0.1",
         port=0,

@@ -61,7 +61,7 @@ class ClusterNode:
             return [e for e in events if e.stream_position <= upto]
 
         async def read_head() -> int:
-            return await readers.read(event_store.max_position)
+            return await readers.read(event_store.head_position)
 
         self.feed = ClusterFeed(
             bus,

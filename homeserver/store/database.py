@@ -1,62 +1,39 @@
-"""The single writer (group commit), the syncer, the checkpointer and the read pool.
+"""The store seam: what every service writes and reads through, on either engine.
 
-Writer rules
-------------
-1. One task owns the write connection. Every write is a sync function
-   ``fn(conn, *args)`` submitted with :meth:`Writer.write`.
-2. The writer takes every job waiting at that moment (up to ``max_batch``),
-   runs each inside its own SAVEPOINT of one ``BEGIN IMMEDIATE`` transaction,
-   and commits once. A job that raises is rolled back alone; the others still
-   commit.
-3. Batches run on the trio thread. SQLite work holds the GIL anyway, so a
-   worker thread only added a hand-off and GIL contention (measured: 8 % of
-   samples in the wake-up alone). What waits on the disk stays off the loop:
-   the connection commits with ``synchronous=NORMAL`` (no fsync at commit)
-   and never checkpoints by itself (``wal_autocheckpoint=0``).
-4. Durability ``full``: a committed batch is acknowledged only after the
-   syncer has fsynced the WAL in a worker thread. One fsync covers every
-   batch committed before it, and the next batch runs while it is on disk
-   (pipelined group commit). Durability ``normal``: no fsync; a commit
-   survives a crash of the process, not of the machine.
-5. After the fsync, the syncer hands the batch's events, in
-   ``stream_position`` order, to ``on_commit`` (the hub) and only then answers
-   the callers: persist, then publish, then acknowledge.
-6. The checkpointer folds the WAL into the database file from its own
-   connection: PASSIVE every few seconds, TRUNCATE on request (after a
-   redaction, so erased text leaves the WAL file too).
+``Writer`` and ``Readers`` are protocols; the services are typed against them
+and never see which engine is behind:
+
+- ``homeserver.store.sqlite``: the embedded default (group commit on the trio
+  thread, a syncer thread for the fsync, a checkpointer that scrubs the WAL);
+- ``homeserver.store.postgres``: ``[cluster] database_url`` (group commit on a
+  writer thread through psycopg 3's sync driver, a pool of read connections).
+
+Jobs are sync functions ``fn(conn, *args)`` of the ``storage`` layer on both.
+Each batch is one transaction with a SAVEPOINT per job (a job that raises is
+rolled back alone); stream positions come from the ``stream_head`` row inside
+that transaction (``storage.events.next_position_txn``), so they are gapless
+and in commit order. After the commit is durable, ``on_commit`` gets the
+batch's events in position order, and only then are the callers answered:
+persist, then publish, then acknowledge.
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import outcome
 import trio
 
 from homeserver.observe.stats import BATCH_SIZE_BOUNDS, LATENCY_BOUNDS, LocalHistogram
 from protocol.events import Event
-from storage import db, migrate
-from storage import events as event_store
 
 T = TypeVar("T")
-P = ParamSpec("P")
 
 OnCommit = Callable[[Sequence[Event]], None]
 FILL_BELOW = 8  # batches smaller than this wait one scheduler tick for company
-
-
-@dataclass(slots=True)
-class _Job(Generic[T]):
-    fn: Callable[..., T]
-    args: tuple[Any, ...]
-    done: trio.Event = field(default_factory=trio.Event)
-    result: outcome.Outcome[T] | None = None
 
 
 @dataclass(slots=True)
@@ -67,55 +44,81 @@ class WriterStats:
     failed_commits: int = 0
     fsyncs: int = 0
     # Read at scrape time (homeserver.observe.metrics): jobs per batch, seconds per batch
-    # (execute + COMMIT, on the trio thread), seconds per WAL fsync.
+    # (execute + COMMIT), seconds per WAL fsync (SQLite's syncer).
     batch_sizes: LocalHistogram = field(default_factory=lambda: LocalHistogram(BATCH_SIZE_BOUNDS))
     batch_seconds: LocalHistogram = field(default_factory=lambda: LocalHistogram(LATENCY_BOUNDS))
     fsync_seconds: LocalHistogram = field(default_factory=lambda: LocalHistogram(LATENCY_BOUNDS))
 
 
+class Writer(Protocol):
+    """The single writer of one process (group commit)."""
+
+    published_position: int
+    stats: WriterStats
+
+    def open(self) -> int:
+        """Connect and migrate; return the current stream head position."""
+        ...
+
+    def close(self) -> None: ...
+
+    def set_on_commit(self, callback: OnCommit) -> None: ...
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in the next batch; return once it is durable."""
+        ...
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+
+class Readers(Protocol):
+    """A small pool of read connections; each read sees one snapshot."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on a read connection in a worker thread."""
+        ...
+
+
+class Scrubber(Protocol):
+    """What a redaction asks of the engine so erased text leaves the disk."""
+
+    scrubs: int
+
+    def request(self) -> None: ...
+
+    async def wait_scrubs(self, count: int) -> None: ...
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None: ...
+
+
 @dataclass(slots=True)
-class _Committed:
-    jobs: list[_Job[Any]]
-    events: list[Event]
+class Job(Generic[T]):
+    fn: Callable[..., T]
+    args: tuple[Any, ...]
+    done: trio.Event = field(default_factory=trio.Event)
+    result: outcome.Outcome[T] | None = None
 
 
-class Writer:
-    """Owns the write connection; serialises and batches every write."""
+class GroupCommit:
+    """The batching loop both writers share; subclasses commit one batch."""
 
-    def __init__(self, path: str | Path, *, synchronous: str, max_batch: int) -> None:
-        self._path = str(path)
-        self._durable = synchronous == "full"
+    def __init__(self, *, max_batch: int) -> None:
         self._max_batch = max_batch
-        self._send, self._recv = trio.open_memory_channel[_Job[Any]](max_batch * 64)
-        self._to_sync, self._syncing = trio.open_memory_channel[_Committed](max_batch * 64)
-        self._conn: db.Connection | None = None
+        self._send, self._recv = trio.open_memory_channel[Job[Any]](max_batch * 64)
         self._on_commit: OnCommit = lambda events: None
         self.published_position = 0
         self.stats = WriterStats()
 
-    @property
-    def path(self) -> str:
-        return self._path
-
     def set_on_commit(self, callback: OnCommit) -> None:
         self._on_commit = callback
-
-    def open(self) -> int:
-        """Open and migrate the database; return the current stream position."""
-        Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = db.connect(self._path, synchronous="normal")
-        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-        # When a checkpoint lets the WAL restart, cut the file back to this size.
-        self._conn.execute("PRAGMA journal_size_limit = 67108864")
-        migrate.migrate(self._conn)
-        self._sync_wal(directory=True)  # the WAL and its directory entry are durable
-        self.published_position = event_store.max_position(self._conn)
-        return self.published_position
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in the next batch; return once it is durable.
@@ -123,20 +126,30 @@ class Writer:
         Raises whatever ``fn`` raised (its savepoint rolled back), or
         ``sqlite3.Error`` if the commit itself failed.
         """
-        job: _Job[T] = _Job(fn, args)
+        job: Job[T] = Job(fn, args)
         await self._send.send(job)
         await job.done.wait()
         assert job.result is not None
         return job.result.unwrap()
 
+    def open(self) -> int:
+        raise NotImplementedError
+
+    async def _started(self, nursery: trio.Nursery) -> None:
+        """Start helper tasks (SQLite: the syncer) before the first batch."""
+
+    async def _commit(self, batch: list[Job[Any]]) -> None:
+        """Run and commit ``batch``; answer its jobs once durable and published."""
+        raise NotImplementedError
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        if self._conn is None:
+        if not self._is_open():
             self.open()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._run_syncer)
+            await self._started(nursery)
             task_status.started()
             while True:
-                batch: list[_Job[Any]] = [await self._recv.receive()]
+                batch: list[Job[Any]] = [await self._recv.receive()]
                 self._drain_into(batch)
                 if len(batch) < FILL_BELOW:
                     # Let the callers that were just answered submit their next
@@ -144,209 +157,28 @@ class Writer:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     self._drain_into(batch)
                 started = time.perf_counter()
-                events = self._run_batch(batch)
+                await self._commit(batch)
                 stats = self.stats
                 stats.batch_seconds.observe(time.perf_counter() - started)
                 stats.batch_sizes.observe(len(batch))
                 stats.batches += 1
                 stats.jobs += len(batch)
                 stats.largest_batch = max(stats.largest_batch, len(batch))
-                self._to_sync.send_nowait(_Committed(batch, events))
 
-    def _drain_into(self, batch: list[_Job[Any]]) -> None:
+    def _is_open(self) -> bool:
+        raise NotImplementedError
+
+    def _drain_into(self, batch: list[Job[Any]]) -> None:
         while len(batch) < self._max_batch:
             try:
                 batch.append(self._recv.receive_nowait())
             except trio.WouldBlock:
                 return
 
-    async def _run_syncer(self) -> None:
-        while True:
-            ready = [await self._syncing.receive()]
-            while True:
-                try:
-                    ready.append(self._syncing.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            if self._durable and any(c.events or c.jobs for c in ready):
-                # Shielded: a batch whose fsync started is finished and answered
-                # even during shutdown.
-                with trio.CancelScope(shield=True):
-                    started = time.perf_counter()
-                    await trio.to_thread.run_sync(self._sync_wal)
-                    self.stats.fsync_seconds.observe(time.perf_counter() - started)
-                self.stats.fsyncs += 1
-            for committed in ready:
-                if committed.events:
-                    self.published_position = committed.events[-1].stream_position
-                    self._on_commit(committed.events)
-                for job in committed.jobs:
-                    job.done.set()
-
-    def _sync_wal(self, *, directory: bool = False) -> None:
-        """fdatasync the WAL (as SQLite itself does): everything committed so far is
-        then on disk. The directory is synced once, at open: the WAL file then
-        stays in place (checkpoints truncate it, they never delete it) until close.
-        """
-        paths = [self._path + "-wal"]
-        if directory:
-            paths.append(str(Path(self._path).parent))
-        for path in paths:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # no WAL: a checkpoint already synced the database file
-            try:
-                os.fsync(fd) if path != paths[0] else os.fdatasync(fd)
-            finally:
-                os.close(fd)
-
-    def _run_batch(self, batch: list[_Job[Any]]) -> list[Event]:
-        conn = self._conn
-        assert conn is not None
-        journal: list[Event] = []
-        conn.journal = journal
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                mark = len(journal)
-                conn.execute("SAVEPOINT job")
-                try:
-                    value = job.fn(conn, *job.args)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    del journal[mark:]  # its events were rolled back with it
-                    job.result = outcome.Error(exc)
-                else:
-                    job.result = outcome.Value(value)
-                conn.execute("RELEASE job")
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self.stats.failed_commits += 1
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                for job in batch:
-                    job.result = outcome.Error(exc)
-                return []
-        finally:
-            conn.journal = None
-        return [event_store.presented(conn, event) for event in journal]
-
-    def checkpoint(self) -> bool:
-        """Fold the WAL back into the database file; False if readers blocked part of it."""
-        assert self._conn is not None
-        busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        return int(busy) == 0
-
-
-class Readers:
-    """A small pool of read connections used from worker threads."""
-
-    def __init__(self, path: str | Path, *, size: int) -> None:
-        self._path = str(path)
-        self._size = size
-        self._free: list[sqlite3.Connection] = []
-        self._limiter = trio.CapacityLimiter(size)
-
-    def open(self) -> None:
-        self._free = [db.connect(self._path, readonly=True) for _ in range(self._size)]
-
-    def close(self) -> None:
-        for conn in self._free:
-            conn.close()
-        self._free = []
-
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on a read connection in a worker thread."""
-        async with self._limiter:
-            conn = self._free.pop()
-            try:
-                return await trio.to_thread.run_sync(self._run, conn, fn, args)
-            finally:
-                self._free.append(conn)
-
-    @staticmethod
-    def _run(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        # Each read sees one consistent snapshot.
-        conn.execute("BEGIN")
-        try:
-            return fn(conn, *args)
-        finally:
-            conn.execute("ROLLBACK")
-
-
-class Checkpointer:
-    """Folds the WAL into the database file, off the writer and off the loop.
-
-    The writer never checkpoints (``wal_autocheckpoint=0``), so this task runs a
-    PASSIVE checkpoint every ``interval`` seconds from its own connection (it
-    copies what no reader still needs and never blocks anyone). After a
-    redaction it runs TRUNCATE, retried while readers hold old snapshots: until
-    then the erased text still sits in old WAL frames.
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        interval: float = 2.0,
-        retry_every: float = 0.5,
-        attempts: int = 20,
-    ) -> None:
-        self._path = str(path)
-        self._interval = interval
-        self._retry_every = retry_every
-        self._attempts = attempts
-        self._wanted = trio.Event()
-        self._scrubbed = trio.Event()
-        self.scrubs = 0
-        self.failures = 0
-        self.passive = 0
-
-    def request(self) -> None:
-        """Ask for a TRUNCATE checkpoint soon (after a redaction)."""
-        self._wanted.set()
-
-    async def wait_scrubs(self, count: int) -> None:
-        """Return once ``count`` TRUNCATE checkpoints have completed in all."""
-        while self.scrubs < count:
-            await self._scrubbed.wait()
-
-    def _checkpoint(self, mode: str) -> bool:
-        conn = db.connect(self._path, synchronous="normal")
-        try:
-            conn.execute("PRAGMA busy_timeout = 100")
-            busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-            return int(busy) == 0
-        finally:
-            conn.close()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            with trio.move_on_after(self._interval):
-                await self._wanted.wait()
-            if not self._wanted.is_set():
-                try:
-                    await trio.to_thread.run_sync(self._checkpoint, "PASSIVE")
-                    self.passive += 1
-                except sqlite3.Error:
-                    pass
-                continue
-            self._wanted = trio.Event()
-            await self._truncate()
-
-    async def _truncate(self) -> None:
-        for _ in range(self._attempts):
-            try:
-                done = await trio.to_thread.run_sync(self._checkpoint, "TRUNCATE")
-            except sqlite3.Error:
-                done = False
-            if done:
-                self.scrubs += 1
-                self._scrubbed.set()
-                self._scrubbed = trio.Event()
-                return
-            await trio.sleep(self._retry_every)
-        self.failures += 1
+    def _publish(self, events: list[Event], jobs: list[Job[Any]]) -> None:
+        """Hand committed events to ``on_commit`` in order, then answer the callers."""
+        if events:
+            self.published_position = events[-1].stream_position
+            self._on_commit(events)
+        for job in jobs:
+            job.done.set()

@@ -26,6 +26,7 @@ from websockets.trio.client import ClientConnection, connect
 
 from tests.cluster.engines import cluster_database
 from tests.cluster.harness import Cluster, auth, frame, redis_server, register
+from tests.engines import PgServer
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +36,9 @@ _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, pg_server: PgServer) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
-    with redis_server(tmp) as redis, cluster_database(tmp) as (db_env, data_dir):
+    with redis_server(tmp) as redis, cluster_database(tmp, pg_server) as (db_env, data_dir):
         nodes = Cluster(tmp, redis, db_env, data_dir)
         nodes.extra_env = {"HOMESERVER_RATE_LIMIT_MESSAGES": str(RATE_LIMIT)}
         try:

@@ -23,6 +23,7 @@ from websockets.trio.client import ClientConnection, connect
 from conf import Settings
 from homeserver import app
 from homeserver.app import Running
+from homeserver.store.sqlite import SqliteWriter
 from protocol.events import verify_event_id
 from protocol.timefmt import iso_ms
 from storage import db
@@ -666,6 +667,7 @@ async def test_redaction_erases_text_from_database_files(tmp_path: Path) -> None
         for sent in msgs:
             r = await redact(api, alice, room, sent["id"], "erase")
             assert r.status_code == 200
+        assert isinstance(running.writer, SqliteWriter)
         running.writer.checkpoint()
         # Another checkpointer (the server's own WAL scrubber) may hold the lock for
         # a moment, making ours a partial one: repeat until one completes.

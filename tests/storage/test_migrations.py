@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,8 +25,31 @@ EXPECTED_TABLES = {
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
-    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    if migrate.dialect_of(conn) == "postgres":
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    rows = conn.execute(sql).fetchall()
     return {r[0] for r in rows}
+
+
+def _triggers(conn: sqlite3.Connection) -> set[str]:
+    if migrate.dialect_of(conn) == "postgres":
+        sql = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    return {r[0] for r in conn.execute(sql).fetchall()}
+
+
+def _schema(conn: sqlite3.Connection) -> list[Any]:
+    if migrate.dialect_of(conn) == "postgres":
+        sql = (
+            "SELECT table_name, column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'public' ORDER BY table_name, ordinal_position"
+        )
+    else:
+        sql = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+    return conn.execute(sql).fetchall()
 
 
 def _versions(conn: sqlite3.Connection) -> list[tuple[int, str]]:
@@ -44,21 +68,16 @@ def test_migrations_apply_and_record_schema_version(conn: sqlite3.Connection) ->
     assert _tables(conn) >= EXPECTED_TABLES
     assert _versions(conn) == [(v, name) for v, name, _ in shipped]
     assert migrate.current_version(conn) == len(shipped)
-    triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    assert {"events_append_only_delete", "events_append_only_update"} <= triggers
+    assert {"events_append_only_delete", "events_append_only_update"} <= _triggers(conn)
 
 
 def test_second_migrate_is_a_no_op(conn: sqlite3.Connection) -> None:
     before_versions = _versions(conn)
-    before_schema = conn.execute(
-        "SELECT type, name, sql FROM sqlite_master ORDER BY name"
-    ).fetchall()
+    before_schema = _schema(conn)
     assert migrate.migrate(conn) == len(migrate.migrations())
     assert migrate.migrate(conn) == len(migrate.migrations())
     assert _versions(conn) == before_versions
-    after_schema = conn.execute(
-        "SELECT type, name, sql FROM sqlite_master ORDER BY name"
-    ).fetchall()
+    after_schema = _schema(conn)
     assert [tuple(r) for r in after_schema] == [tuple(r) for r in before_schema]
     assert not conn.in_transaction
 
@@ -102,7 +121,7 @@ def test_reopened_file_database_is_not_migrated_again(tmp_path: Path) -> None:
 def test_failed_migration_statement_rolls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """A migration that breaks half-way leaves neither tables nor a version behind."""
     broken = [(1, "0001_broken.sql", "CREATE TABLE half (x INTEGER);\nTHIS IS NOT SQL;\n")]
-    monkeypatch.setattr(migrate, "migrations", lambda: broken)
+    monkeypatch.setattr(migrate, "migrations", lambda engine="sqlite": broken)
     fresh = db.connect(":memory:")
     try:
         with pytest.raises(sqlite3.OperationalError):

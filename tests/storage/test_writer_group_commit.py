@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from homeserver.store.database import Writer
+from homeserver.store.sqlite import SqliteWriter as Writer
 from protocol.events import Event, EventDraft, EventType
 from storage import db
 from storage import events as event_store
