@@ -67,6 +67,12 @@ class Lease:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        try:
+            await self._hold()
+        finally:
+            self.is_leader = False
+
+    async def _hold(self) -> None:
         while True:
             try:
                 held = await self._bus.lease(self._key, self._owner, int(self.ttl * 1000))
@@ -95,8 +101,9 @@ class ClusterSender:
     from the leader, onto the bus.
 
     A follower holds the frames it computed for one lease TTL: a process that
-    takes the lead sends those (the old leader may have died without sending
-    them; a repeated presence or typing frame only restates a state).
+    takes the lead sends the last of them per participant, room and audience
+    (the old leader may have died without sending them; one that it did send
+    is restated, which changes nothing for the client).
     """
 
     def __init__(self, hub: Hub, lease: Lease) -> None:
@@ -110,9 +117,16 @@ class ClusterSender:
     def flush_held(self) -> None:
         horizon = trio.current_time() - self._lease.ttl - 1.0
         held, self._held = self._held, deque(maxlen=HELD)
-        for at, msg in held:
+        latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for at, msg in held:  # only the last state per participant, room and audience
             if at >= horizon:
-                self._out(msg)
+                payload = msg["payloads"][0]
+                kind, pid, room = (payload.get(k) for k in ("type", "participant_id", "room_id"))
+                key = (kind, pid, room, *msg["pids"])
+                latest.pop(key, None)  # re-inserted: sent in the order of the last change
+                latest[key] = msg
+        for msg in latest.values():
+            self._out(msg)
 
     def _out(self, msg: dict[str, Any]) -> bool:
         try:
