@@ -317,11 +317,12 @@ def _build(
         "timeout": settings.typing_timeout,
         "read_only_of": read_only_of,
     }
-    if cluster is None:
-        typing = TypingService(hub, **typing_settings)
-    else:
-        typing = cluster.typing(**typing_settings)
-        cluster.attach(presence, typing)  # type: ignore[arg-type]  # built by cluster.presence
+    typing = (
+        TypingService(hub, **typing_settings)
+        if cluster is None
+        else cluster.typing(**typing_settings)
+    )
+    if cluster is not None:
         cluster.register_metrics(metrics.registry)
 
     def on_connections(sub: Any, delta: int) -> None:

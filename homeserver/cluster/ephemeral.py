@@ -244,6 +244,9 @@ class ClusterPresence(PresenceService):
                 PresenceService.disconnected(self, pid)
         return sum(counts.values())
 
+    def knows(self, pid: str) -> bool:
+        return pid in self._facts
+
     def local_set(self) -> dict[str, list[Any]]:
         return {pid: [n, self.local_kind.get(pid, "human")] for pid, n in self.local.items()}
 
@@ -386,7 +389,7 @@ class ClusterEphemeral:
         except BusError:
             return
         for pid, state in manual.items():
-            if self.presence._facts.get(pid) is None:
+            if not self.presence.knows(pid):
                 self.presence.apply_manual(pid, state)
 
     def _on_message(self, channel: str, data: bytes) -> None:

@@ -83,15 +83,18 @@ class ClusterNode:
         self.registry = ClusterRegistry(bus, node_id=self.node_id, prefix=prefix, clock=clock)
 
     def presence(self, types_of: TypesOf, **kwargs: Any) -> ClusterPresence:
-        return ClusterPresence(
+        """This node's presence service (built by the composition root, run by :meth:`run`)."""
+        built = ClusterPresence(
             self.ephemeral.sender, types_of, inputs=self.ephemeral.inputs, **kwargs
         )
+        self.ephemeral.presence = built
+        return built
 
     def typing(self, **kwargs: Any) -> ClusterTyping:
-        return ClusterTyping(self.ephemeral.sender, inputs=self.ephemeral.inputs, **kwargs)
-
-    def attach(self, presence: ClusterPresence, typing: ClusterTyping) -> None:
-        self.ephemeral.attach(presence, typing)
+        """This node's typing service (built by the composition root, run by :meth:`run`)."""
+        built = ClusterTyping(self.ephemeral.sender, inputs=self.ephemeral.inputs, **kwargs)
+        self.ephemeral.typing = built
+        return built
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         registry.register(_ClusterCollector(self))

@@ -113,7 +113,10 @@ class MessageService:
             raise ApiError(ErrorCode.SW_INVALID_PARAM, "event_uuid: 1 to 255 characters")
         key = (req.as_participant_id or req.caller, req.event_uuid)
         # Single flight: a duplicate that arrives while its twin is still being
-        # stored waits for the twin instead of taking a rate-limit slot.
+        # stored waits for the twin instead of taking a rate-limit slot. This is
+        # per process; across a cluster the check in the writer transaction
+        # decides (it runs after the batch took the stream_head lock, so it sees
+        # a twin committed by any process).
         while (flight := self._inflight.get(key)) is not None:
             await flight.wait()
         done = self._inflight[key] = trio.Event()

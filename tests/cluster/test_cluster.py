@@ -278,6 +278,31 @@ async def test_one_rate_limit_across_processes(cluster: Cluster) -> None:
     assert codes.count(429) == len(codes) - RATE_LIMIT
 
 
+async def test_same_event_uuid_on_two_processes_makes_one_event(cluster: Cluster) -> None:
+    a = new_user(cluster, 0)
+    room = await make_room(cluster, a)
+    results: dict[tuple[int, int], str] = {}
+    async with (
+        httpx.AsyncClient(base_url=cluster.url(0), timeout=STEP) as on0,
+        httpx.AsyncClient(base_url=cluster.url(1), timeout=STEP) as on1,
+    ):
+
+        async def twin(k: int, node: int, client: httpx.AsyncClient) -> None:
+            r = await send(client, a, room, f"twin {k}", uuid=f"twin-{k}")
+            assert r.status_code == 200, r.text
+            results[(k, node)] = r.json()["data"]["id"]
+
+        async with trio.open_nursery() as nursery:
+            for k in range(10):
+                nursery.start_soon(twin, k, 0, on0)
+                nursery.start_soon(twin, k, 1, on1)
+        r = await on1.get(f"/v1/rooms/{room}/messages", params={"limit": 50}, headers=auth(a))
+    assert all(results[(k, 0)] == results[(k, 1)] for k in range(10))
+    items = r.json()["data"]["items"]
+    bodies = [e["content"].get("body") for e in items if e["type"] == "swp.room.message"]
+    assert sorted(bodies) == sorted(f"twin {k}" for k in range(10))
+
+
 # --------------------------------------------------------------------------- failures
 
 
