@@ -37,6 +37,9 @@ class KnowledgeConfig:
     index_workers: int = 1
     extract_processes: int = 1
     scrub_on_delete: bool = True
+    # Off: no document routes and no index (ScaiBot answers without retrieval). Cluster
+    # mode needs it off: the index is SQLite's FTS5 and vectors in the database file.
+    enabled: bool = True
 
 
 def _choice(value: object, label: str, choices: tuple[str, ...]) -> str:
@@ -89,6 +92,7 @@ def knowledge_section(value: object, label: str = "knowledge") -> KnowledgeConfi
         index_workers=num("index_workers", 1, 64),
         extract_processes=num("extract_processes", 0, 64),
         scrub_on_delete=_bool(t.get("scrub_on_delete", True), f"{label}.scrub_on_delete"),
+        enabled=_bool(t.get("enabled", True), f"{label}.enabled"),
     )
     if cfg.chunk_overlap >= cfg.chunk_tokens:
         raise SectionError(f"{label}.chunk_overlap: must be below chunk_tokens")

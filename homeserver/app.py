@@ -91,6 +91,7 @@ class Running:
     metrics: Metrics | None = None
     metrics_port: int | None = None  # set when metrics have their own port
     engine: str = "sqlite"  # "postgres" with [cluster] database_url
+    database_url: str = ""  # the PostgreSQL store's URL (engine "postgres")
     cluster: ClusterNode | None = None  # set when [cluster] bus_url is
 
     @property
@@ -194,7 +195,7 @@ class _Graph:
     sessions: SessionService
     ai_runner: AiRunner
     scaibot: ScaiBotModule
-    knowledge: KnowledgeService
+    knowledge: KnowledgeService | None  # None: [knowledge] enabled = false
     stream_stats: StreamStats
     metrics: Metrics  # always there (cheap); settings.metrics_enabled decides if it is served
     cluster: ClusterNode | None = None
@@ -213,16 +214,29 @@ def build_scaibot(
     clock: WallClock,
     auth: AuthService,
     models: ChatModels,
-    knowledge: KnowledgeService,
+    knowledge: KnowledgeService | None,
     bots: BotDirectory | None = None,
 ) -> ScaiBotModule:
     """The ScaiBot module with its knowledge index plugged in: the index is the chat
     turn's retriever, drops a deleted bot's collection inside the deleting transaction,
     and adds the document routes to the module's blueprint. ``bots`` replaces the
-    module's own bot directory for those routes (tests)."""
+    module's own bot directory for those routes (tests). Without a knowledge index
+    (``[knowledge] enabled = false``) bots answer without retrieval."""
+    if knowledge is None:
+        return ScaiBotModule(
+            settings=settings.scaibot,
+            data_dir=Path(settings.data_dir),
+            writer=writer,
+            readers=readers,
+            clock=clock,
+            authenticate=auth.authenticate,
+            models=models,
+            max_request_bytes=settings.max_request_bytes,
+        )
+    index = knowledge
 
     def documents(bp: Blueprint, ctx: ModuleContext) -> None:
-        knowledge_routes.install(bp, auth, bots or ctx.bots, knowledge, app=ctx.app, mount="")
+        knowledge_routes.install(bp, auth, bots or ctx.bots, index, app=ctx.app, mount="")
 
     return ScaiBotModule(
         settings=settings.scaibot,
@@ -378,15 +392,17 @@ def _build(
             max_per_participant=settings.sessions.max_per_participant,
         ),
     )
-    knowledge = build_knowledge(
-        writer,
-        readers,
-        clock,
-        settings.knowledge,
-        data_dir=Path(settings.data_dir),
-        on_erased=scrubber.request,
-        fsync=settings.db_synchronous == "full",
-    )
+    knowledge = None
+    if settings.knowledge.enabled:
+        knowledge = build_knowledge(
+            writer,
+            readers,
+            clock,
+            settings.knowledge,
+            data_dir=Path(settings.data_dir),
+            on_erased=scrubber.request,
+            fsync=settings.db_synchronous == "full",
+        )
     scaibot = build_scaibot(settings, writer, readers, clock, auth, chat_models, knowledge, bots)
     metrics.watch(
         hub=hub,
@@ -455,6 +471,12 @@ async def run(
     store = build_store(settings, db_path)
     writer, readers = store.writer, store.readers
     position = writer.open()
+    if store.engine == "postgres":
+        log.info(
+            "store: PostgreSQL (head position %d); redactions erase rows but cannot scrub"
+            " PostgreSQL's WAL, replicas or backups (README, cluster mode)",
+            position,
+        )
     readers.open()
     try:
         hub = Hub(settings.tenant_id, encode_text_frame)
@@ -553,7 +575,8 @@ async def _serve(
         await nursery.start(graph.sessions.run)
         await nursery.start(graph.ai_runner.run)
         await nursery.start(graph.scaibot.run)
-        await nursery.start(graph.knowledge.run)
+        if graph.knowledge is not None:
+            await nursery.start(graph.knowledge.run)
         await nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         listeners = await trio.open_tcp_listeners(settings.port, host=settings.host, backlog=2048)
@@ -586,6 +609,7 @@ async def _serve(
                 metrics=graph.metrics,
                 metrics_port=metrics_port,
                 engine=engine,
+                database_url=settings.cluster.database_url if engine == "postgres" else "",
                 cluster=graph.cluster,
             )
         )

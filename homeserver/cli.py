@@ -1,4 +1,8 @@
-"""``homeserver`` command line: ``serve`` and ``admin`` (CONTRACT sections 1 and 3)."""
+"""``homeserver`` command line: ``serve``, ``migrate`` and ``admin`` (CONTRACT sections 1 and 3).
+
+Every command works on the configured store: the SQLite file in the data
+directory, or PostgreSQL when ``[cluster] database_url`` is set.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--dev", action="store_true", default=None, help="open registration (development only)"
     )
+    mig = sub.add_parser(
+        "migrate", help="apply the numbered schema migrations to the store (SQLite or PostgreSQL)"
+    )
+    _common(mig)
     admin = sub.add_parser("admin", help="administrative commands")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     cp = admin_sub.add_parser("create-participant", help="create a participant")
@@ -123,21 +131,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return 0
     try:
-        if args.admin_command == "create-participant":
-            return _create_participant(settings, args)
-        if args.admin_command == "media-gc":
-            return _media_gc(settings, args)
-        if args.admin_command == "deactivate-participant":
-            return _deactivate(settings, args)
-        if args.admin_command == "purge-session":
-            return _purge_session(settings, args)
-        return _create_key(settings, args)
+        if args.command == "migrate":
+            return _migrate(settings)
+        return _ADMIN[args.admin_command](settings, args)
     except NotFound as exc:
         print(f"homeserver: no such session {exc}", file=sys.stderr)
         return 1
     except (ApiError, StorageError, sqlite3.Error, OSError, LookupError) as exc:
         print(f"homeserver: {exc}", file=sys.stderr)
         return 1
+    finally:
+        while _opened:
+            _opened.pop().close()
 
 
 def _startup_failure(exc: BaseException) -> BaseException | None:
@@ -176,10 +181,36 @@ async def _serve(settings: Settings) -> None:
                 break
 
 
+def _connect(settings: Settings) -> Any:
+    if settings.cluster.enabled:
+        from storage import pg
+
+        return pg.as_sqlite(
+            pg.connect(settings.cluster.database_url, synchronous=settings.db_synchronous)
+        )
+    return db.connect(app.prepare_data_dir(settings), synchronous=settings.db_synchronous)
+
+
+_opened: list[Any] = []  # the admin command's connection, closed when it ends
+
+
 def _open(settings: Settings) -> Any:
-    conn = db.connect(app.prepare_data_dir(settings), synchronous=settings.db_synchronous)
+    conn = _connect(settings)
+    _opened.append(conn)
     migrate.migrate(conn)
     return conn
+
+
+def _migrate(settings: Settings) -> int:
+    conn = _connect(settings)
+    try:
+        before = migrate.current_version(conn)
+        after = migrate.migrate(conn)
+    finally:
+        conn.close()
+    engine = "postgresql" if settings.cluster.enabled else "sqlite"
+    print(f"schema version {after} ({engine}; was {before})")
+    return 0
 
 
 def _create_participant(settings: Settings, args: argparse.Namespace) -> int:
@@ -279,6 +310,15 @@ def _purge_session(settings: Settings, args: argparse.Namespace) -> int:
         removed = session_store.purge_session_txn(conn, args.session_id)
     print(f"purged session {args.session_id} and {removed} message(s)")
     return 0
+
+
+_ADMIN = {
+    "create-participant": _create_participant,
+    "create-key": _create_key,
+    "media-gc": _media_gc,
+    "deactivate-participant": _deactivate,
+    "purge-session": _purge_session,
+}
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ class PgServer:
     root: Path
     port: int
     os_user: str | None
+    fsync: bool = False  # tests: off (speed); benchmarks: on (real commit cost)
 
     def url(self, database: str) -> str:
         return f"postgresql://{_USER}@127.0.0.1:{self.port}/{database}"
@@ -100,9 +101,11 @@ class PgServer:
         if init.returncode != 0:
             return f"initdb failed: {init.stderr.strip()[-400:]}"
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB"
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+            " -c max_connections=300 -c shared_buffers=64MB"
         )
+        if not self.fsync:
+            options += " -c fsync=off -c full_page_writes=off"
         started = self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
@@ -130,7 +133,7 @@ class PgServer:
             conn.execute(sql.encode())
 
 
-def start_pg() -> PgServer | str:
+def start_pg(*, fsync: bool = False) -> PgServer | str:
     """A started server, or why there is none."""
     bindir = find_bindir()
     if bindir is None:
@@ -147,7 +150,7 @@ def start_pg() -> PgServer | str:
     root.chmod(0o755)
     if user is not None:
         shutil.chown(root, user)
-    server = PgServer(bindir, root, _free_port(), user)
+    server = PgServer(bindir, root, _free_port(), user, fsync)
     reason = server.start()
     if reason is not None:
         shutil.rmtree(root, ignore_errors=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import trio
 
 from conf import Settings
 from conf.cluster import ClusterSettings
+from conf.knowledge import KnowledgeConfig
 from homeserver import app
+from storage import db
 
 # The persisted-event fields of CONTRACT section 4, and its ISO-8601 millisecond format.
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -47,10 +50,12 @@ def make_settings(data_dir: Path, *, database_url: str | None = None, **override
             ClusterSettings(
                 node_id="test",
                 database_url=database_url,
-                bus_url="redis://127.0.0.1:9/0",  # not used by the store
+                bus_url="",  # no bus: one process on the PostgreSQL store
                 read_connections=3,
             ),
         )
+        # SQLite-only (FTS5); cluster mode refuses to start with it on.
+        overrides.setdefault("knowledge", KnowledgeConfig(enabled=False))
     base = Settings(
         host="127.0.0.1",
         port=0,
@@ -60,6 +65,25 @@ def make_settings(data_dir: Path, *, database_url: str | None = None, **override
         log_level="warning",
     )
     return dataclasses.replace(base, **overrides)
+
+
+@contextmanager
+def open_db(running: app.Running) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a running server's store, whichever engine it is."""
+    if running.engine == "postgres":
+        from storage import pg
+
+        conn = pg.connect(running.database_url, readonly=True)
+        try:
+            yield pg.as_sqlite(conn)
+        finally:
+            conn.close()
+        return
+    sconn = db.connect(running.db_path, readonly=True)
+    try:
+        yield sconn
+    finally:
+        sconn.close()
 
 
 @asynccontextmanager

@@ -3,11 +3,11 @@
 psycopg 3's async driver is built on asyncio and does not run under trio, so
 this store uses its **sync** driver off the loop:
 
-1. One writer connection per process. Each batch runs in a worker thread
-   (one at a time: a capacity limiter of 1, so the connection is never used
-   by two threads at once) as ``BEGIN``; ``SELECT ... FROM stream_head FOR
-   UPDATE`` (the cluster-wide write lock, taken first so two processes'
-   batches never deadlock on each other's rows); a SAVEPOINT per job; COMMIT.
+1. One writer connection per process, used only by the process's one writer
+   thread (:class:`WriterThread`). Each batch runs there as ``BEGIN``;
+   ``SELECT ... FROM stream_head FOR UPDATE`` (the cluster-wide write lock,
+   taken first so two processes' batches never deadlock on each other's
+   rows); a SAVEPOINT per job; COMMIT.
    Group commit is kept: one lock, one commit (one WAL flush) per batch.
 2. Positions come from that same ``stream_head`` row
    (``storage.events.next_position_txn``): another process's batch waits for
@@ -30,9 +30,13 @@ backups until they are recycled).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import outcome
@@ -49,6 +53,44 @@ log = logging.getLogger("homeserver.store")
 _LOCK_HEAD = "SELECT position FROM stream_head WHERE stream = 'events' FOR UPDATE"
 
 
+class WriterThread:
+    """One dedicated OS thread that runs the writer's batches, one at a time.
+
+    ``await run(fn, *args)`` hands ``fn`` to the thread and waits (shielded: a
+    batch that started is finished and answered, even during shutdown).
+    """
+
+    def __init__(self, name: str = "hs-pg-writer") -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        box: list[outcome.Outcome[T]] = []
+
+        def job() -> None:
+            box.append(outcome.capture(partial(fn, *args)))
+            with contextlib.suppress(trio.RunFinishedError):  # the loop ended meanwhile
+                token.run_sync_soon(done.set)
+
+        self._jobs.put(job)
+        with trio.CancelScope(shield=True):
+            await done.wait()
+        return box[0].unwrap()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+
 class PostgresWriter(GroupCommit):
     """The writer of one process; several processes may write one database."""
 
@@ -57,7 +99,7 @@ class PostgresWriter(GroupCommit):
         self._url = url
         self._synchronous = synchronous
         self._conn: pg.PgConnection | None = None
-        self._thread = trio.CapacityLimiter(1)
+        self._thread: WriterThread | None = None
 
     def open(self) -> int:
         """Connect, migrate (serialised across processes), return the stream head."""
@@ -68,6 +110,9 @@ class PostgresWriter(GroupCommit):
         return self.published_position
 
     def close(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -76,8 +121,9 @@ class PostgresWriter(GroupCommit):
         return self._conn is not None
 
     async def _commit(self, batch: list[Job[Any]]) -> None:
-        # Not abandoned on cancel: a batch that started is finished and answered.
-        events = await trio.to_thread.run_sync(self._run_batch, batch, limiter=self._thread)
+        if self._thread is None:
+            self._thread = WriterThread()
+        events = await self._thread.run(self._run_batch, batch)
         self._publish(events, batch)
 
     def _connection(self) -> pg.PgConnection:

@@ -123,8 +123,8 @@ async def login(api: Api, username: str) -> User:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    async with ai_server(tmp_path / "data") as e:
+async def env(tmp_path: Path, database_url: str | None) -> AsyncIterator[Env]:
+    async with ai_server(tmp_path / "data", database_url=database_url) as e:
         yield e
 
 

@@ -122,6 +122,14 @@ def test_cluster_is_off_by_default_and_on_with_a_database_url(tmp_path: Path) ->
     assert load(env={}).cluster.enabled is False
     text = (
         '[cluster]\nnode_id = "n1"\ndatabase_url = "postgresql://hs@h/db"\nbus_url = "redis://h"\n'
+        "[knowledge]\nenabled = false\n"
     )
     c = load(write(tmp_path, text), env={"HOMESERVER_CLUSTER_READ_CONNECTIONS": "3"}).cluster
     assert (c.enabled, c.node_id, c.read_connections, c.liveness_seconds) == (True, "n1", 3, 3.0)
+
+
+def test_cluster_mode_refuses_what_runs_on_sqlite_only(tmp_path: Path) -> None:
+    """ScaiBot knowledge (FTS5, vectors in the SQLite file) must be switched off, by name."""
+    text = '[cluster]\ndatabase_url = "postgresql://hs@h/db"\nbus_url = "redis://h"\n'
+    with pytest.raises(ConfigError, match=r"knowledge: .*\[knowledge\] enabled = false"):
+        load(write(tmp_path, text), env={})

@@ -28,7 +28,7 @@ from protocol.events import verify_event_id
 from protocol.timefmt import iso_ms
 from storage import db
 from storage import events as event_store
-from tests.support import Api, User, api_for, make_settings, start_server
+from tests.support import Api, User, api_for, make_settings, open_db, start_server
 from tests.support import envelope_error as expect_error
 
 Frame = dict[str, Any]
@@ -185,17 +185,14 @@ async def set_power(api: Api, owner: User, room: str, member: User, level: int) 
     )
 
 
-def query(path: Path, sql: str, *params: Any) -> list[sqlite3.Row]:
-    conn = db.connect(path, readonly=True)
-    try:
+def query(running: Running, sql: str, *params: Any) -> list[sqlite3.Row]:
+    with open_db(running) as conn:
         return list(conn.execute(sql, params).fetchall())
-    finally:
-        conn.close()
 
 
-def room_events(path: Path, room: str) -> list[sqlite3.Row]:
+def room_events(running: Running, room: str) -> list[sqlite3.Row]:
     return query(
-        path,
+        running,
         "SELECT event_id, type, relates_to, prev_event_ids, content, stream_position"
         " FROM events WHERE room_id = ? ORDER BY stream_position",
         room,
@@ -251,7 +248,7 @@ async def test_edit_shows_latest_content_everywhere(server: Running, api: Api) -
     assert [e["content"]["body"] for e in events[1:]] == ["second version", "third version"]
 
     # The DAG: each edit is its own event, chained after the room's previous event.
-    rows = room_events(server.db_path, room)
+    rows = room_events(server, room)
     edits = [r for r in rows if r["type"] == "swp.room.edit"]
     assert len(edits) == 2
     assert all(r["relates_to"] == sent["id"] for r in edits)
@@ -315,7 +312,7 @@ async def test_edit_refusals(server: Running, api: Api) -> None:
     expect_error(await edit(api, alice, room, "evt-nope", "x"), 404, "SW_EVENT_NOT_FOUND")
     expect_error(await edit(api, alice, other_room, sent["id"], "x"), 404, "SW_EVENT_NOT_FOUND")
     (member_event,) = query(
-        server.db_path,
+        server,
         "SELECT event_id FROM events WHERE room_id = ? AND type = 'swp.room.member' LIMIT 1",
         room,
     )
@@ -334,7 +331,7 @@ async def test_edit_refusals(server: Running, api: Api) -> None:
     assert (await redact(api, alice, room, sent["id"])).status_code == 200
     expect_error(await edit(api, alice, room, sent["id"], "x"), 404, "SW_EVENT_NOT_FOUND")
     # Nothing was stored by any refusal.
-    rows = query(server.db_path, "SELECT COUNT(*) FROM events WHERE type = 'swp.room.edit'")
+    rows = query(server, "SELECT COUNT(*) FROM events WHERE type = 'swp.room.edit'")
     assert rows[0][0] == 0
 
 
@@ -388,7 +385,7 @@ async def test_edit_window_is_24h_by_default(tmp_path: Path) -> None:
         expect_error(
             await edit(api, alice, room, sent["id"], "v4"), 409, "SW_EVENT_TOO_OLD_TO_EDIT"
         )
-        rows = query(running.db_path, "SELECT COUNT(*) FROM events WHERE type = 'swp.room.edit'")
+        rows = query(running, "SELECT COUNT(*) FROM events WHERE type = 'swp.room.edit'")
         assert rows[0][0] == 1
 
 
@@ -477,7 +474,7 @@ async def test_redact_others_needs_redact_other_power(server: Running, api: Api)
     assert r.status_code == 200, r.text
     assert r.json()["data"]["redacted_by"] == owner.participant_id
     # Refusals left no trace.
-    rows = query(server.db_path, "SELECT COUNT(*) FROM events WHERE type = 'swp.room.redaction'")
+    rows = query(server, "SELECT COUNT(*) FROM events WHERE type = 'swp.room.redaction'")
     assert rows[0][0] == 2
     (m3_shown,) = [m for m in await messages_of(api, owner, room) if m["id"] == m3["id"]]
     assert m3_shown["content"] == text("three")
@@ -492,11 +489,11 @@ async def test_redact_refusals_for_unknown_targets(server: Running, api: Api) ->
     expect_error(await redact(api, alice, other, sent["id"]), 404, "SW_EVENT_NOT_FOUND")
     r = await redact(api, alice, room, sent["id"])
     assert r.status_code == 200
-    (red,) = query(server.db_path, "SELECT event_id FROM events WHERE type = 'swp.room.redaction'")
+    (red,) = query(server, "SELECT event_id FROM events WHERE type = 'swp.room.redaction'")
     expect_error(await redact(api, alice, room, red["event_id"]), 404, "SW_EVENT_NOT_FOUND")
     edited = await api.send(alice, room, "y")
     await edit(api, alice, room, edited["id"], "y2")
-    (edit_row,) = query(server.db_path, "SELECT event_id FROM events WHERE type = 'swp.room.edit'")
+    (edit_row,) = query(server, "SELECT event_id FROM events WHERE type = 'swp.room.edit'")
     expect_error(await redact(api, alice, room, edit_row["event_id"]), 404, "SW_EVENT_NOT_FOUND")
     edit_id = edit_row["event_id"]
     expect_error(await react(api, alice, room, edit_id, "x"), 404, "SW_EVENT_NOT_FOUND")
@@ -525,7 +522,7 @@ async def test_redact_twice_is_a_noop(server: Running, api: Api) -> None:
         third = await redact(api, alice, room, sent["id"])
         assert third.status_code == 200
         assert not [f for f in await bob_ws.drain() if f["type"] == "swp.room.redaction"]
-    rows = query(server.db_path, "SELECT COUNT(*) FROM events WHERE type = 'swp.room.redaction'")
+    rows = query(server, "SELECT COUNT(*) FROM events WHERE type = 'swp.room.redaction'")
     assert rows[0][0] == 1
 
 
@@ -547,7 +544,7 @@ async def test_redact_erases_edits_in_every_read(server: Running, api: Api) -> N
         frames = await replay.drain()
     assert any(f.get("id") == sent["id"] for f in frames)
     assert not [f for f in frames if "secret" in json.dumps(f)]
-    rows = room_events(server.db_path, room)
+    rows = room_events(server, room)
     assert not [r for r in rows if "secret" in r["content"]]
 
 
@@ -594,7 +591,7 @@ async def test_redaction_stops_reactions_and_unread_counting(server: Running, ap
     assert (await unread(api, bob, room))["unread_count"] == 0
     (shown,) = [m for m in await messages_of(api, alice, room) if m["id"] == m2["id"]]
     assert "reactions" not in shown
-    assert query(server.db_path, "SELECT COUNT(*) FROM reactions")[0][0] == 0
+    assert query(server, "SELECT COUNT(*) FROM reactions")[0][0] == 0
     expect_error(await react(api, alice, room, m2["id"], "+1"), 404, "SW_EVENT_NOT_FOUND")
     expect_error(await unreact(api, alice, room, m2["id"], "+1"), 404, "SW_EVENT_NOT_FOUND")
     # A marker can still sit on the redacted message; it counts what follows it.
@@ -1157,7 +1154,7 @@ async def test_reactions_one_per_sender_event_emoji(server: Running, api: Api) -
     # Re-adding after removal works.
     assert (await react(api, alice, room, eid, "👍")).json()["data"]["reactions"]["👍"] == 2
     rows = query(
-        server.db_path,
+        server,
         "SELECT sender_id, emoji FROM reactions WHERE target_event_id = ? ORDER BY 1, 2",
         eid,
     )
@@ -1204,7 +1201,7 @@ async def test_reaction_refusals(server: Running, api: Api) -> None:
     expect_error(await react(api, alice, room, "evt-nope", "x"), 404, "SW_EVENT_NOT_FOUND")
     expect_error(await react(api, carol, room, eid, "x"), 403, "SW_NOT_MEMBER")
     expect_error(await unreact(api, carol, room, eid, "x"), 403, "SW_NOT_MEMBER")
-    assert query(server.db_path, "SELECT COUNT(*) FROM reactions")[0][0] == 0
+    assert query(server, "SELECT COUNT(*) FROM reactions")[0][0] == 0
 
 
 # --------------------------------------------------------------------------- read markers
@@ -1305,7 +1302,7 @@ async def test_read_marker_on_an_edit_sits_at_its_message(server: Running, api: 
     await api.send(bob, room, "2")
     await api.send(bob, room, "3")
     await edit(api, bob, room, b1["id"], "1 edited")
-    (edit_row,) = query(server.db_path, "SELECT event_id FROM events WHERE type = 'swp.room.edit'")
+    (edit_row,) = query(server, "SELECT event_id FROM events WHERE type = 'swp.room.edit'")
     path = f"/v1/rooms/{room}/read-marker"
     marker = await api.ok("PUT", path, alice, json={"event_id": edit_row["event_id"]})
     # The marker names the message, and counts what follows the message.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from homeserver.app import Running
 from storage import db
-from tests.support import ISO_MS, Api, User, envelope_error, envelope_ok
+from tests.support import ISO_MS, Api, User, envelope_error, envelope_ok, open_db
 
 SESSION_FIELDS = {
     "id",
@@ -299,8 +299,7 @@ async def test_soft_delete_keeps_rows_for_audit(api: Api, server: Running) -> No
         r = await api.call("DELETE", f"/v1/sessions/{sid}", who)
         envelope_error(r, 404, "SESSION_NOT_FOUND")
     assert (await api.ok("GET", "/v1/sessions", alice))["items"] == []
-    conn = db.connect(server.db_path, readonly=True)
-    try:
+    with open_db(server) as conn:
         row = conn.execute(
             "SELECT deleted_at_ms, deleted_by FROM sessions WHERE session_id = ?", (sid,)
         ).fetchone()
@@ -310,8 +309,6 @@ async def test_soft_delete_keeps_rows_for_audit(api: Api, server: Running) -> No
             "SELECT COUNT(*) FROM session_messages WHERE session_id = ?", (sid,)
         ).fetchone()[0]
         assert count == 2
-    finally:
-        conn.close()
 
 
 async def test_unknown_ids_are_not_found(api: Api) -> None:

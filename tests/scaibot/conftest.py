@@ -11,6 +11,6 @@ from tests.scaibot.support import Env, scaibot_env
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    async with scaibot_env(tmp_path) as e:
+async def env(tmp_path: Path, database_url: str | None) -> AsyncIterator[Env]:
+    async with scaibot_env(tmp_path, database_url=database_url) as e:
         yield e

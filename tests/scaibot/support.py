@@ -94,22 +94,24 @@ async def scaibot_env(
     retriever: Retriever | None = None,
     wrap_models: Callable[[ChatModels], ChatModels] | None = None,
     deletion_hooks: tuple[BotDeletionHook, ...] = (),
+    database_url: str | None = None,
     **scaibot: Any,
 ) -> AsyncIterator[Env]:
     with mock.patch.object(
         app, "build_scaibot", _with_plugins(retriever, wrap_models, deletion_hooks)
     ):
-        async with _scaibot_env(tmp_path, echo_delay_ms, scaibot) as env:
+        async with _scaibot_env(tmp_path, echo_delay_ms, scaibot, database_url) as env:
             yield env
 
 
 @asynccontextmanager
 async def _scaibot_env(
-    tmp_path: Path, echo_delay_ms: int, scaibot: dict[str, Any]
+    tmp_path: Path, echo_delay_ms: int, scaibot: dict[str, Any], database_url: str | None = None
 ) -> AsyncIterator[Env]:
     base = ScaibotSettings(**{"action_backoff_ms": 10, **scaibot})
     settings = make_settings(
         tmp_path / "data",
+        database_url=database_url,
         models=ModelsSettings(dev_echo=True, dev_echo_delay_ms=echo_delay_ms),
         scaibot=base,
     )

@@ -182,11 +182,12 @@ async def test_a_position_taken_by_an_uncommitted_transaction_is_not_skipped(
         await first.write(_make_room, "room-a")
         release = trio.Event()
         started = trio.Event()
+        token = trio.lowlevel.current_trio_token()
 
-        def slow(conn: sqlite3.Connection) -> int:
+        def slow(conn: sqlite3.Connection) -> int:  # on the writer's own thread
             position = _hold_position(conn, "room-a")
-            trio.from_thread.run_sync(started.set)
-            trio.from_thread.run(release.wait)
+            trio.from_thread.run_sync(started.set, trio_token=token)
+            trio.from_thread.run(release.wait, trio_token=token)
             return position
 
         async def run_slow() -> None:
