@@ -104,6 +104,7 @@ class Cluster:
             "HOMESERVER_CLUSTER_BUS_URL": self.redis.url,
             "HOMESERVER_CLUSTER_NODE_ID": f"node{index}",
             "HOMESERVER_CLUSTER_LIVENESS_SECONDS": "1.5",
+            "HOMESERVER_KNOWLEDGE_ENABLED": "false",  # not available in cluster mode
         }
 
     def start(self, index: int) -> ServerProcess:
