@@ -15,6 +15,14 @@ Rules
 
 :class:`MemoryBus` is the same interface in one process (unit tests, and the
 shape a NATS or sync-redis-in-a-thread fallback would take).
+
+Library: coredis 6.9 (pinned ``>=6.9,<7``), which runs natively under trio
+(anyio). It passed everything asked of it here (pub/sub, scripts, a killed and
+restarted server, ``SIGKILL``'d peers), so redis-py's sync client in a worker
+thread, the documented fallback, was not needed: it would be one more class
+with these methods, each ``trio.to_thread.run_sync``, and a subscription thread
+feeding a memory channel. coredis 6.9 leaves a failed connection's memory
+streams to the garbage collector (a ``ResourceWarning``, filtered in the tests).
 """
 
 from __future__ import annotations
