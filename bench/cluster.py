@@ -127,7 +127,12 @@ class Tally:
 async def open_ws(stack: AsyncExitStack, url: str, token: str) -> ClientConnection:
     return await stack.enter_async_context(
         connect(
-            f"{url}?token={token}", open_timeout=30, max_size=None, ping_interval=None, proxy=None
+            f"{url}?token={token}",
+            open_timeout=30,
+            close_timeout=1,
+            max_size=None,
+            ping_interval=None,
+            proxy=None,
         )
     )
 
@@ -217,6 +222,7 @@ async def _run_load(
     listen_ws = [
         await open_ws(stack, nodes[k % n].ws, u["access_token"]) for k, u in enumerate(listen_users)
     ]
+    print(f"  {n} node(s): {len(send_ws)} senders, {len(listen_ws)} listeners", file=sys.stderr)
     await trio.sleep(1.0)  # hellos, presence settle
     cpu_before = [cpu_seconds(node.proc.pid) for node in nodes]
     started = time.perf_counter()
@@ -228,12 +234,16 @@ async def _run_load(
             for j, ws in enumerate(send_ws):
                 senders_nursery.start_soon(sender, ws, room, until, tally, f"s{j}")
         expected = tally.acks * len(listen_ws)
+        print(f"  {tally.acks} acked; waiting for deliveries", file=sys.stderr)
         with trio.move_on_after(10):
             while tally.deliveries < expected:  # noqa: ASYNC110 (counters, no event)
                 await trio.sleep(0.01)
         elapsed = time.perf_counter() - started
         nursery.cancel_scope.cancel()
     cpu = [cpu_seconds(node.proc.pid) - b for node, b in zip(nodes, cpu_before, strict=True)]
+    async with trio.open_nursery() as closing:  # all at once: each may wait close_timeout
+        for ws in [*send_ws, *listen_ws]:
+            closing.start_soon(ws.aclose)
     lat = sorted(tally.latencies)
     events = max(1, tally.acks)
     return {

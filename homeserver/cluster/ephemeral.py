@@ -5,8 +5,9 @@ Rules
 1. Every process runs the existing ``PresenceService`` and ``TypingService``
    (``ClusterPresence``/``ClusterTyping`` are them plus an input hook). Each
    input (connected, disconnected, heartbeat, active, manual, typing) is
-   applied locally at once and published on ``{prefix}:eph-in``; every other
-   process applies it too. So every process holds the same state: ``GET
+   applied locally at once and published on ``{prefix}:eph-in`` (activity at
+   most every ``ACTIVE_EVERY`` seconds per participant); every other process
+   applies it too. So every process holds the same state: ``GET
    /presence`` and the room snapshot read it locally, and a new leader takes
    over with the state it already has (nothing to rebuild after failover).
 2. One leader per cluster holds the lease ``{prefix}:eph-leader`` (``SET NX
@@ -50,6 +51,7 @@ log = logging.getLogger("homeserver.cluster")
 Inputs = Callable[[dict[str, Any]], None]
 OUTBOX = 4096
 HELD = 1024  # frames a follower keeps for a takeover
+ACTIVE_EVERY = 2.0  # seconds between two "active" announcements of one participant
 
 
 class Lease:
@@ -162,6 +164,10 @@ class ClusterPresence(PresenceService):
     def __init__(self, *args: Any, inputs: Inputs, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._inputs = inputs
+        # Activity (every send, every typing) is announced at most this often per
+        # participant: remote processes then see "idle" at most this late.
+        self._active_every = min(ACTIVE_EVERY, self._idle_after / 10)
+        self._active_said: dict[str, float] = {}
         self.local: Counter[str] = Counter()  # this node's connections per participant
         self.local_kind: dict[str, str] = {}
         self.remote: dict[str, Counter[str]] = {}  # node -> participant -> connections
@@ -189,7 +195,12 @@ class ClusterPresence(PresenceService):
 
     def active(self, pid: str) -> None:
         super().active(pid)
-        self._inputs({"op": "active", "pid": pid})
+        now = trio.current_time()
+        if now - self._active_said.get(pid, -math.inf) >= self._active_every:
+            if len(self._active_said) > 10_000:
+                self._active_said.clear()
+            self._active_said[pid] = now
+            self._inputs({"op": "active", "pid": pid})
 
     def set_manual(self, pid: str, state: str) -> None:
         super().set_manual(pid, state)
