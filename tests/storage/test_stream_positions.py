@@ -206,3 +206,41 @@ async def test_a_position_taken_by_an_uncommitted_transaction_is_not_skipped(
     assert seen_while_open == []  # the open transaction's position is not visible
     assert sorted(order) == ["fast=2", "slow=1"]
     assert final == [1, 2]
+
+
+def _send_once(conn: sqlite3.Connection, key: str) -> int:
+    """The idempotent send's shape: look the key up, append only if it is new."""
+    found = event_store.idempotent_event(conn, sender_id="p-a", event_uuid=key, not_before_ms=0)
+    if found is not None:
+        return found.stream_position
+    draft = EventDraft("room-a", EventType.MESSAGE, "p-a", "p-a", {"k": key}, event_uuid=key)
+    return event_store.append_event_txn(conn, draft, now_ms=10).stream_position
+
+
+async def test_check_then_append_is_one_event_across_writers(pg_url: str) -> None:
+    """Two processes get the same (sender, event_uuid) at once: one event, both get it.
+
+    Each batch takes the stream_head lock before its first job, so the second batch's
+    lookup runs after the first one's commit (READ COMMITTED sees it)."""
+    from homeserver.store.postgres import PostgresReaders, PostgresWriter
+
+    def factory() -> tuple[Writer, Readers]:
+        return (
+            PostgresWriter(pg_url, synchronous="normal", max_batch=8),
+            PostgresReaders(pg_url, size=1),
+        )
+
+    results: dict[str, list[int]] = {f"k{n}": [] for n in range(20)}
+    async with _stores(factory, 2) as pairs:
+        await pairs[0][0].write(_make_room, "room-a")
+
+        async def send(writer: Writer, key: str) -> None:
+            results[key].append(await writer.write(_send_once, key))
+
+        async with trio.open_nursery() as nursery:
+            for key in results:
+                for writer, _ in pairs:
+                    nursery.start_soon(send, writer, key)
+        final = await pairs[0][1].read(_positions)
+    assert all(len(set(got)) == 1 and len(got) == 2 for got in results.values()), results
+    assert final == list(range(1, len(results) + 1))
