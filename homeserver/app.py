@@ -379,8 +379,13 @@ def _build(
         models=chat_models,
         settings=settings.ai,
     )
-    ai_participants.on_created = ai_runner.added
-    ai_participants.on_deleted = ai_runner.removed
+    if cluster is None:
+        ai_participants.on_created = ai_runner.added
+        ai_participants.on_deleted = ai_runner.removed
+    else:  # every process's runner hears of it
+        cluster.ai_index.serve(ai_runner.added, ai_runner.removed, ai_runner.joined)
+        ai_participants.on_created = cluster.ai_index.created
+        ai_participants.on_deleted = cluster.ai_index.deleted
     sessions = SessionService(
         writer,
         readers,

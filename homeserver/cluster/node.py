@@ -2,7 +2,8 @@
 
 Built by the composition root (homeserver.app) when ``[cluster] bus_url`` is
 set; the pieces replace their one-process twins (the hub's feed, the presence
-and typing services, the send limiter, the connection registry) and
+and typing services, the send limiter, the connection registry, the AI
+runner's index of AI participants) and
 :meth:`ClusterNode.run` runs their tasks. Channels and keys are prefixed
 ``hs:{tenant_id}``.
 """
@@ -20,6 +21,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from conf import Settings
 from homeserver.clock import WallClock
+from homeserver.cluster.ai_index import ClusterAiIndex
 from homeserver.cluster.bus import Bus, RedisBus
 from homeserver.cluster.connections import ClusterRegistry
 from homeserver.cluster.ephemeral import ClusterEphemeral, ClusterPresence, ClusterTyping
@@ -81,6 +83,7 @@ class ClusterNode:
         )
         self.limiter = RedisSlidingWindow(bus, prefix)
         self.registry = ClusterRegistry(bus, node_id=self.node_id, prefix=prefix, clock=clock)
+        self.ai_index = ClusterAiIndex(bus, readers, node_id=self.node_id, prefix=prefix)
 
     def presence(self, types_of: TypesOf, **kwargs: Any) -> ClusterPresence:
         """This node's presence service (built by the composition root, run by :meth:`run`)."""
@@ -105,6 +108,7 @@ class ClusterNode:
                 await nursery.start(self.feed.run)
                 await nursery.start(self.ephemeral.run)
                 await nursery.start(self.registry.run)
+                await nursery.start(self.ai_index.run)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):

@@ -303,6 +303,38 @@ async def test_same_event_uuid_on_two_processes_makes_one_event(cluster: Cluster
     assert sorted(bodies) == sorted(f"twin {k}" for k in range(10))
 
 
+async def test_an_ai_made_on_one_process_answers_once_through_another(cluster: Cluster) -> None:
+    a = new_user(cluster, 0)
+    async with (
+        httpx.AsyncClient(base_url=cluster.url(0), timeout=STEP) as on0,
+        httpx.AsyncClient(base_url=cluster.url(1), timeout=STEP) as on1,
+    ):
+        r = await on0.post(
+            "/v1/ai/participants",
+            json={"name": "helper", "type": "bot", "model": "dev/echo"},
+            headers=auth(a),
+        )
+        assert r.status_code == 201, r.text
+        ai = r.json()["data"]["id"]
+        await trio.sleep(0.5)  # the announcement reaches the other processes
+        body = {"name": "ai room", "initial_members": [{"type": "bot", "id": ai}]}
+        r = await on0.post("/v1/rooms", json=body, headers=auth(a))
+        assert r.status_code == 201, r.text
+        room = r.json()["data"]["id"]
+        async with listen(cluster, 2, a) as watcher:
+            r = await on1.post(
+                f"/v1/rooms/{room}/messages",
+                json={"content": "hello", "mention": [{"type": "bot", "id": ai}]},
+                headers=auth(a),
+            )
+            assert r.status_code == 201, r.text
+            await watcher.until(lambda: any(m["sender_id"] == ai for m in watcher.messages(room)))
+            await trio.sleep(1.0)  # a second answer from another process would be here by now
+        answers = [m for m in watcher.messages(room) if m["sender_id"] == ai]
+    assert len(answers) == 1, answers
+    assert answers[0]["content"]["body"].endswith("hello")
+
+
 # --------------------------------------------------------------------------- failures
 
 
