@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from hypercorn.config import Config as HyperConfig
@@ -66,6 +66,9 @@ from protocol.timefmt import iso_ms
 from storage import participants as pstore
 from storage import rooms as room_store
 
+if TYPE_CHECKING:
+    from homeserver.cluster.node import ClusterNode
+
 log = logging.getLogger("homeserver")
 
 DB_NAME = "homeserver.db"
@@ -91,6 +94,7 @@ class Running:
     direct_sse: DirectSessions | None = None  # the session SSE fast path (None when off)
     engine: str = "sqlite"  # "postgres" with [cluster] database_url
     database_url: str = ""  # the PostgreSQL store's URL (engine "postgres")
+    cluster: ClusterNode | None = None  # set when [cluster] bus_url is
 
     @property
     def base_url(self) -> str:
@@ -197,6 +201,7 @@ class _Graph:
     stream_stats: StreamStats
     metrics: Metrics  # always there (cheap); settings.metrics_enabled decides if it is served
     direct_sse: DirectSessions | None  # the listener's fast path for session SSE (or off)
+    cluster: ClusterNode | None = None
 
 
 def build_models(settings: Settings) -> ModelRegistry:
@@ -260,6 +265,7 @@ def _build(
     scrubber: Scrubber,
     models: ModelRegistry | None = None,
     bots: BotDirectory | None = None,
+    cluster: ClusterNode | None = None,
 ) -> _Graph:
     metrics = Metrics()
     stream_stats = StreamStats()
@@ -291,6 +297,7 @@ def _build(
             rate_limit_window=float(settings.rate_limit_window_seconds),
             rate_limit_for=settings.rate_limit_for,
         ),
+        limiter=cluster.limiter if cluster is not None else None,
     )
     relations = RelationService(
         writer,
@@ -306,25 +313,34 @@ def _build(
         found = await readers.read(pstore.get_participants, ids)
         return {pid: p.participant_type for pid, p in found.items()}
 
-    presence = PresenceService(
-        hub,
-        types_of,
-        tenant_id=settings.tenant_id,
-        idle_after=float(settings.presence_idle_seconds),
-        heartbeat_ttl=float(settings.presence_heartbeat_ttl),
-        enabled=settings.presence_enabled,
+    presence_settings: dict[str, Any] = {
+        "tenant_id": settings.tenant_id,
+        "idle_after": float(settings.presence_idle_seconds),
+        "heartbeat_ttl": float(settings.presence_heartbeat_ttl),
+        "enabled": settings.presence_enabled,
+    }
+    presence = (
+        PresenceService(hub, types_of, **presence_settings)
+        if cluster is None
+        else cluster.presence(types_of, **presence_settings)
     )
 
     async def read_only_of(pid: str, room_id: str) -> bool:
         member = await readers.read(room_store.get_membership, room_id, pid)
         return member is not None and member.read_only
 
-    typing = TypingService(
-        hub,
-        tenant_id=settings.tenant_id,
-        timeout=settings.typing_timeout,
-        read_only_of=read_only_of,
+    typing_settings: dict[str, Any] = {
+        "tenant_id": settings.tenant_id,
+        "timeout": settings.typing_timeout,
+        "read_only_of": read_only_of,
+    }
+    typing = (
+        TypingService(hub, **typing_settings)
+        if cluster is None
+        else cluster.typing(**typing_settings)
     )
+    if cluster is not None:
+        cluster.register_metrics(metrics.registry)
 
     def on_connections(sub: Any, delta: int) -> None:
         principal = getattr(sub, "principal", None)
@@ -366,8 +382,13 @@ def _build(
         models=chat_models,
         settings=settings.ai,
     )
-    ai_participants.on_created = ai_runner.added
-    ai_participants.on_deleted = ai_runner.removed
+    if cluster is None:
+        ai_participants.on_created = ai_runner.added
+        ai_participants.on_deleted = ai_runner.removed
+    else:  # every process's runner hears of it
+        cluster.ai_index.serve(ai_runner.added, ai_runner.removed, ai_runner.joined)
+        ai_participants.on_created = cluster.ai_index.created
+        ai_participants.on_deleted = cluster.ai_index.deleted
     sessions = SessionService(
         writer,
         readers,
@@ -418,7 +439,7 @@ def _build(
         metrics=metrics,
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
-    registry = Registry()
+    registry = Registry() if cluster is None else cluster.registry
     direct_sse = None
     if settings.sessions.direct_sse:
         direct_sse = DirectSessions(
@@ -447,6 +468,7 @@ def _build(
         stream_stats,
         metrics,
         direct_sse,
+        cluster,
     )
 
 
@@ -478,9 +500,20 @@ async def run(
     try:
         hub = Hub(settings.tenant_id, encode_text_frame)
         hub.load_memberships(await readers.read(room_store.all_joined), position)
-        writer.set_on_commit(hub.publish_events)
-        graph = _build(settings, writer, readers, hub, clock, store.scrubber, models, bots)
-        await _serve(settings, writer, graph, db_path, store.engine, task_status)
+        if not settings.cluster.bus_url:
+            writer.set_on_commit(hub.publish_events)
+            graph = _build(settings, writer, readers, hub, clock, store.scrubber, models, bots)
+            await _serve(settings, writer, graph, db_path, store.engine, task_status)
+            return
+        from homeserver.cluster.node import ClusterNode, open_bus  # coredis: [cluster] extra
+
+        async with open_bus(settings.cluster.bus_url) as bus:
+            node = ClusterNode(settings, bus, hub, readers, applied=position, clock=clock)
+            writer.set_on_commit(node.feed.on_commit)  # the hub is fed by the cluster feed
+            graph = _build(
+                settings, writer, readers, hub, clock, store.scrubber, models, bots, node
+            )
+            await _serve(settings, writer, graph, db_path, store.engine, task_status)
     finally:
         stats = writer.stats
         log.info(
@@ -555,9 +588,12 @@ async def _serve(
         fast=graph.direct_sse,
     )
     async with trio.open_nursery() as nursery:
+        if graph.cluster is not None:
+            await nursery.start(graph.cluster.run)  # the feed subscribes before any write
         await nursery.start(writer.run)
-        await nursery.start(graph.presence.run)
-        await nursery.start(graph.typing.run)
+        if graph.cluster is None:
+            await nursery.start(graph.presence.run)
+            await nursery.start(graph.typing.run)
         await nursery.start(graph.scrubber.run)
         await nursery.start(graph.revocations.run)
         await nursery.start(graph.sessions.run)
@@ -599,5 +635,6 @@ async def _serve(
                 direct_sse=graph.direct_sse,
                 engine=engine,
                 database_url=settings.cluster.database_url if engine == "postgres" else "",
+                cluster=graph.cluster,
             )
         )

@@ -50,7 +50,7 @@ def make_settings(data_dir: Path, *, database_url: str | None = None, **override
             ClusterSettings(
                 node_id="test",
                 database_url=database_url,
-                bus_url="redis://127.0.0.1:9/0",  # not used by the store
+                bus_url="",  # no bus: one process on the PostgreSQL store
                 read_connections=3,
             ),
         )

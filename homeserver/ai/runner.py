@@ -19,7 +19,7 @@ is stored before the final event, so no half-stored answer survives one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,12 @@ class AiRunner:
 
     def added(self, ai: AiParticipant) -> None:
         self._ai[ai.participant_id] = ai
+
+    def joined(self, ai_id: str, room_ids: Iterable[str]) -> None:
+        """Rooms an AI had already joined when this runner learnt of it (in a cluster,
+        an AI created on another process)."""
+        for room_id in room_ids:
+            self._rooms.setdefault(room_id, set()).add(ai_id)
 
     def removed(self, ai_id: str) -> None:
         rooms = {r for r, ais in self._rooms.items() if ai_id in ais}

@@ -15,11 +15,11 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 import trio
 
 from homeserver.clock import system_ms
-from homeserver.live.hub import Hub
 from protocol.errors import ApiError, ErrorCode
 from protocol.ids import AI_TYPES
 from protocol.presence import (
@@ -35,6 +35,19 @@ TypesOf = Callable[[list[str]], Awaitable[dict[str, str]]]
 # (participant_id, room_id) -> is that member read-only (a viewer)?
 ReadOnlyOf = Callable[[str, str], Awaitable[bool]]
 MAX_PRESENCE_IDS = 100
+
+
+class EphemeralHub(Protocol):
+    """What the services need of the hub: rooms and members, and a way out for frames
+    (the hub itself in one process; homeserver.cluster's sender in a cluster)."""
+
+    def rooms_of(self, participant_id: str) -> frozenset[str]: ...
+
+    def members_of(self, room_id: str) -> frozenset[str]: ...
+
+    def is_member(self, room_id: str, participant_id: str) -> bool: ...
+
+    def send_ephemeral(self, participant_ids: Iterable[str], payload: dict[str, object]) -> int: ...
 
 
 def _now_iso() -> str:
@@ -70,7 +83,7 @@ class _Sweeper:
 class PresenceService:
     def __init__(
         self,
-        hub: Hub,
+        hub: EphemeralHub,
         types_of: TypesOf,
         *,
         tenant_id: str,
@@ -242,7 +255,7 @@ class TypingService:
 
     def __init__(
         self,
-        hub: Hub,
+        hub: EphemeralHub,
         *,
         tenant_id: str,
         timeout: float,

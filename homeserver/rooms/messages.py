@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -52,6 +52,29 @@ class Page:
     next_cursor: str | None
 
 
+class Limiter(Protocol):
+    """The send rate limit: this process's memory, or one limit across a cluster
+    (homeserver.cluster.ratelimit)."""
+
+    async def try_acquire(self, key: str, *, limit: int, window: float) -> float:
+        """0.0 when allowed (recorded); otherwise seconds until a slot frees."""
+
+    async def refund(self, key: str) -> None: ...
+
+
+class LocalLimiter:
+    """``protocol.ratelimit.SlidingWindowLimiter`` on trio's clock."""
+
+    def __init__(self) -> None:
+        self._limiter = SlidingWindowLimiter()
+
+    async def try_acquire(self, key: str, *, limit: int, window: float) -> float:
+        return self._limiter.try_acquire(key, trio.current_time(), limit=limit, window=window)
+
+    async def refund(self, key: str) -> None:
+        self._limiter.refund(key)
+
+
 @dataclass(frozen=True, slots=True)
 class MessageLimits:
     max_content_bytes: int
@@ -68,13 +91,14 @@ class MessageService:
         hub: Hub,
         clock: WallClock,
         limits: MessageLimits,
+        limiter: Limiter | None = None,
     ) -> None:
         self._writer = writer
         self._readers = readers
         self._hub = hub
         self._clock = clock
         self._limits = limits
-        self._limiter = SlidingWindowLimiter()
+        self._limiter: Limiter = limiter or LocalLimiter()
         self.rate_limit_refusals = 0  # read by homeserver.observe.metrics
         self._inflight: dict[tuple[str, str], trio.Event] = {}
         # Told about every message this service stored (typing clears, presence wakes).
@@ -89,7 +113,10 @@ class MessageService:
             raise ApiError(ErrorCode.SW_INVALID_PARAM, "event_uuid: 1 to 255 characters")
         key = (req.as_participant_id or req.caller, req.event_uuid)
         # Single flight: a duplicate that arrives while its twin is still being
-        # stored waits for the twin instead of taking a rate-limit slot.
+        # stored waits for the twin instead of taking a rate-limit slot. This is
+        # per process; across a cluster the check in the writer transaction
+        # decides (it runs after the batch took the stream_head lock, so it sees
+        # a twin committed by any process).
         while (flight := self._inflight.get(key)) is not None:
             await flight.wait()
         done = self._inflight[key] = trio.Event()
@@ -115,12 +142,12 @@ class MessageService:
         sender = req.as_participant_id or req.caller
         validate_content(req.content, max_bytes=self._limits.max_content_bytes)
         if not req.rate_exempt:
-            self._check_rate(req.caller)
+            await self._check_rate(req.caller)
         try:
             event = await self._writer.write(self._send_txn, req, sender, self._clock())
         except ApiError:
             if not req.rate_exempt:
-                self._limiter.refund(req.caller)
+                await self._limiter.refund(req.caller)
             raise
         self.on_sent(event)
         return event
@@ -133,10 +160,9 @@ class MessageService:
             not_before_ms=self._clock() - self._limits.idempotency_window_ms,
         )
 
-    def _check_rate(self, caller: str) -> None:
-        wait = self._limiter.try_acquire(
+    async def _check_rate(self, caller: str) -> None:
+        wait = await self._limiter.try_acquire(
             caller,
-            trio.current_time(),
             limit=self._limits.rate_limit_for(caller),
             window=self._limits.rate_limit_window,
         )

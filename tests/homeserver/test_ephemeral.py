@@ -59,9 +59,14 @@ async def presence(autojump_clock: trio.testing.MockClock) -> AsyncIterator[Pres
         nursery.cancel_scope.cancel()
 
 
+def hub_of(service: PresenceService | TypingService) -> Hub:
+    assert isinstance(service._hub, Hub)
+    return service._hub
+
+
 def watch(service: PresenceService, pid: str) -> Conn:
     conn = Conn(pid)
-    service._hub.attach(conn)
+    hub_of(service).attach(conn)
     return conn
 
 
@@ -213,8 +218,8 @@ async def test_typing_auto_clears_once(
     typing: TypingService, autojump_clock: trio.testing.MockClock
 ) -> None:
     bob, alice = Conn("bob"), Conn("alice")
-    typing._hub.attach(bob)
-    typing._hub.attach(alice)
+    hub_of(typing).attach(bob)
+    hub_of(typing).attach(alice)
     typing.set("alice", ROOM, True)
     await trio.sleep(2)
     typing.set("alice", ROOM, True)  # re-arms, sends nothing new
@@ -231,7 +236,7 @@ async def test_typing_false_clears_early_and_once(
     typing: TypingService, autojump_clock: trio.testing.MockClock
 ) -> None:
     bob = Conn("bob")
-    typing._hub.attach(bob)
+    hub_of(typing).attach(bob)
     typing.set("alice", ROOM, True)
     typing.set("alice", ROOM, False)
     typing.set("alice", ROOM, False)
