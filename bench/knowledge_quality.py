@@ -43,17 +43,27 @@ def read_corpus() -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]
 
 
 @asynccontextmanager
-async def knowledge_service(data_dir: Path, **config: Any) -> AsyncIterator[Any]:
-    """A started KnowledgeService (writer, readers and indexer) on ``data_dir``."""
+async def knowledge_service(
+    data_dir: Path, database_url: str | None = None, **config: Any
+) -> AsyncIterator[Any]:
+    """A started KnowledgeService (writer, readers and indexer) on ``data_dir``, its
+    store SQLite there or, with ``database_url``, that (empty) PostgreSQL database."""
     from conf.knowledge import KnowledgeConfig
     from homeserver.clock import system_ms
     from homeserver.modules.scaibot.knowledge.build import build_knowledge
+    from homeserver.store.postgres import PostgresReaders, PostgresWriter
     from homeserver.store.sqlite import SqliteReaders, SqliteWriter
 
-    db = data_dir / "homeserver.db"
-    writer = SqliteWriter(db, synchronous="normal", max_batch=64)
+    writer: Any
+    readers: Any
+    if database_url is None:
+        db = data_dir / "homeserver.db"
+        writer = SqliteWriter(db, synchronous="normal", max_batch=64)
+        readers = SqliteReaders(db, size=2)
+    else:
+        writer = PostgresWriter(database_url, synchronous="normal", max_batch=64)
+        readers = PostgresReaders(database_url, size=2)
     writer.open()
-    readers = SqliteReaders(db, size=2)
     readers.open()
     try:
         service = build_knowledge(
@@ -156,9 +166,9 @@ async def evaluate(
     } | {"misses": misses}
 
 
-async def run_quality(data_dir: Path) -> dict[str, dict[str, Any]]:
+async def run_quality(data_dir: Path, database_url: str | None = None) -> dict[str, dict[str, Any]]:
     docs, questions = read_corpus()
-    async with knowledge_service(data_dir) as service:
+    async with knowledge_service(data_dir, database_url) as service:
         names = await add_text_documents(
             service, COLLECTION, [(d, f"{t}\n\n{x}") for d, t, x in docs]
         )
@@ -171,9 +181,12 @@ async def run_quality(data_dir: Path) -> dict[str, dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--misses", action="store_true")
+    parser.add_argument(
+        "--database-url", help="an empty PostgreSQL database to use as the store (default SQLite)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        results = trio.run(run_quality, Path(tmp))
+        results = trio.run(run_quality, Path(tmp), args.database_url)
     print(f"{'mode':8} {'kind':11} {'n':>4} {'recall@5':>9} {'MRR@10':>7}")
     for mode, by_kind in results.items():
         for kind in ("all", "lexical", "paraphrase"):

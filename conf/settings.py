@@ -106,7 +106,6 @@ class Settings:
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), f.name))
         _check_ordering(self)
-        _check_cluster(self)
 
     @property
     def effective_registration(self) -> bool:
@@ -312,16 +311,6 @@ def _check_ordering(s: Settings) -> None:
         got, limit = getattr(s, small), getattr(s, large)
         if got > limit:
             raise ConfigError(f"{small}: must be at most {large} ({limit}) (got {got!r})")
-
-
-def _check_cluster(s: Settings) -> None:
-    """What cannot run with PostgreSQL as the store refuses here, naming the feature."""
-    if s.cluster.enabled and s.knowledge.enabled:
-        raise ConfigError(
-            "knowledge: ScaiBot knowledge documents (FTS5 and vector search in the SQLite"
-            " file) are not available with cluster.database_url (PostgreSQL); set"
-            " [knowledge] enabled = false"
-        )
 
 
 # --------------------------------------------------------------------------- sources

@@ -9,6 +9,10 @@ Erasure: FTS5 keeps deleted terms in old index segments until they are merged,
 so :func:`optimize_txn` (run after deletes) rewrites the collection's index into
 one segment; with ``secure_delete`` on, the freed pages are zeroed. Dropping a
 collection drops its FTS5 table and all its shadow tables.
+
+On PostgreSQL (``storage.pg``) there is no FTS5: the same functions keep
+postings instead (``storage.knowledge_pg``, FTS5's tokeniser and bm25), in the
+same transactions, so the API and the ranking are the same on both engines.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from protocol.knowledge_text import index_term_keys
+from protocol.knowledge_text import fts_match, index_term_keys
+from storage import knowledge_pg
 
 PENDING = ("uploaded", "extracting", "indexing")
 
@@ -76,6 +81,10 @@ def fts_table(collection_no: int) -> str:
     return f"kfts_{int(collection_no)}"
 
 
+def _on_postgres(conn: sqlite3.Connection) -> bool:
+    return getattr(conn, "dialect", "sqlite") == "postgres"
+
+
 # --------------------------------------------------------------- collections
 
 
@@ -92,11 +101,14 @@ def ensure_collection_txn(conn: sqlite3.Connection, collection_id: str, now_ms: 
     found = collection_no(conn, collection_id)
     if found is not None:
         return found
-    cur = conn.execute(
-        "INSERT INTO knowledge_collections (collection_id, created_at_ms) VALUES (?, ?)",
+    row = conn.execute(
+        "INSERT INTO knowledge_collections (collection_id, created_at_ms) VALUES (?, ?)"
+        " RETURNING collection_no",
         (collection_id, now_ms),
-    )
-    number = int(cur.lastrowid or 0)
+    ).fetchone()
+    number = int(row[0])
+    if _on_postgres(conn):
+        return number  # its postings need no table of their own
     conn.execute(
         f"CREATE VIRTUAL TABLE {fts_table(number)} USING fts5(text, content='knowledge_chunks', "
         "content_rowid='chunk_no', tokenize='porter unicode61 remove_diacritics 2')"
@@ -114,7 +126,10 @@ def delete_collection_txn(conn: sqlite3.Connection, collection_id: str) -> list[
         _doc(r)
         for r in conn.execute(_DOC_SELECT + " WHERE d.collection_no = ?", (number,)).fetchall()
     ]
-    conn.execute(f"DROP TABLE IF EXISTS {fts_table(number)}")
+    if _on_postgres(conn):
+        knowledge_pg.drop_collection_txn(conn, number)
+    else:
+        conn.execute(f"DROP TABLE IF EXISTS {fts_table(number)}")
     conn.execute("DELETE FROM knowledge_chunks WHERE collection_no = ?", (number,))
     conn.execute("DELETE FROM knowledge_terms WHERE collection_no = ?", (number,))
     conn.execute("DELETE FROM knowledge_documents WHERE collection_no = ?", (number,))
@@ -125,7 +140,7 @@ def delete_collection_txn(conn: sqlite3.Connection, collection_id: str) -> list[
 def optimize_txn(conn: sqlite3.Connection, collection_id: str) -> None:
     """Merge the collection's index into one segment, dropping deleted terms."""
     number = collection_no(conn, collection_id)
-    if number is not None:
+    if number is not None and not _on_postgres(conn):  # postings have no segments
         table = fts_table(number)
         conn.execute(f"INSERT INTO {table} ({table}) VALUES ('optimize')")
 
@@ -200,14 +215,17 @@ def pending_documents(conn: sqlite3.Connection) -> list[Document]:
 
 
 def _drop_chunks(conn: sqlite3.Connection, document_no: int, collection_no_: int) -> int:
-    table = fts_table(collection_no_)
     rows = conn.execute(
         "SELECT chunk_no, text FROM knowledge_chunks WHERE document_no = ?", (document_no,)
     ).fetchall()
-    conn.executemany(
-        f"INSERT INTO {table} ({table}, rowid, text) VALUES ('delete', ?, ?)",
-        [(r[0], r[1]) for r in rows],
-    )
+    if _on_postgres(conn):
+        knowledge_pg.drop_chunks_txn(conn, collection_no_, [int(r[0]) for r in rows])
+    elif rows:
+        table = fts_table(collection_no_)
+        conn.executemany(
+            f"INSERT INTO {table} ({table}, rowid, text) VALUES ('delete', ?, ?)",
+            [(r[0], r[1]) for r in rows],
+        )
     conn.execute("DELETE FROM knowledge_chunks WHERE document_no = ?", (document_no,))
     _count_terms(conn, collection_no_, (r[1] for r in rows), -1)
     return len(rows)
@@ -223,7 +241,7 @@ def _count_terms(
         return
     conn.executemany(
         "INSERT INTO knowledge_terms (collection_no, term, df) VALUES (?, ?, ?)"
-        " ON CONFLICT (collection_no, term) DO UPDATE SET df = df + excluded.df",
+        " ON CONFLICT (collection_no, term) DO UPDATE SET df = knowledge_terms.df + excluded.df",
         [(collection_no_, term, sign * n) for term, n in counts.items()],
     )
     if sign < 0:
@@ -310,10 +328,13 @@ def store_chunks_txn(
         return False
     _drop_chunks(conn, doc.document_no, doc.collection_no)  # a resumed run starts clean
     table = fts_table(doc.collection_no)
+    postgres = _on_postgres(conn)
+    written: list[tuple[int, str]] = []
     for ordinal, chunk in enumerate(chunks):
-        cur = conn.execute(
+        row = conn.execute(
             "INSERT INTO knowledge_chunks (chunk_id, document_no, collection_no, ordinal, text,"
-            " content_key, embed_model, embed_dim, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " content_key, embed_model, embed_dim, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " RETURNING chunk_no",
             (
                 chunk.chunk_id,
                 doc.document_no,
@@ -325,10 +346,13 @@ def store_chunks_txn(
                 embed_dim if chunk.embedding is not None else None,
                 chunk.embedding,
             ),
-        )
-        conn.execute(
-            f"INSERT INTO {table} (rowid, text) VALUES (?, ?)", (cur.lastrowid, chunk.text)
-        )
+        ).fetchone()
+        if postgres:
+            written.append((int(row[0]), chunk.text))
+        else:
+            conn.execute(f"INSERT INTO {table} (rowid, text) VALUES (?, ?)", (row[0], chunk.text))
+    if postgres:
+        knowledge_pg.add_chunks_txn(conn, doc.collection_no, written)
     _count_terms(conn, doc.collection_no, (c.text for c in chunks), 1)
     conn.execute(
         "UPDATE knowledge_documents SET status = 'indexed', error = NULL, chunk_count = ?,"
@@ -342,9 +366,15 @@ def store_chunks_txn(
 
 
 def bm25_search(
-    conn: sqlite3.Connection, collection_no_: int, match: str, limit: int
+    conn: sqlite3.Connection, collection_no_: int, terms: Sequence[str], limit: int
 ) -> list[tuple[int, float]]:
-    """``(chunk_no, bm25)`` best first (bm25 is negative; lower is better)."""
+    """``(chunk_no, bm25)`` best first for an OR of the query ``terms``
+    (``protocol.knowledge_text.query_terms``); bm25 is negative, lower is better."""
+    if _on_postgres(conn):
+        return knowledge_pg.bm25_search(conn, collection_no_, terms, limit)
+    match = fts_match(list(terms))
+    if match is None:
+        return []
     table = fts_table(collection_no_)
     rows = conn.execute(
         f"SELECT rowid, bm25({table}) AS score FROM {table} WHERE {table} MATCH ?"

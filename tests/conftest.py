@@ -25,7 +25,14 @@ from tests.support import Api, api_for, make_settings, start_server
 __all__ = ["pg_empty_url", "pg_server", "pg_url"]
 
 # The suites that also run with PostgreSQL as the store (issue 14).
-PG_SUITES = ("tests/storage/", "tests/homeserver/", "tests/stream/", "tests/ai/", "tests/scaibot/")
+PG_SUITES = (
+    "tests/storage/",
+    "tests/homeserver/",
+    "tests/stream/",
+    "tests/ai/",
+    "tests/scaibot/",
+    "tests/knowledge/",
+)
 
 
 def _engines_for(metafunc: pytest.Metafunc) -> list[str]:

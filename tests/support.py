@@ -20,7 +20,6 @@ import trio
 
 from conf import Settings
 from conf.cluster import ClusterSettings
-from conf.knowledge import KnowledgeConfig
 from homeserver import app
 from storage import db
 
@@ -54,8 +53,6 @@ def make_settings(data_dir: Path, *, database_url: str | None = None, **override
                 read_connections=3,
             ),
         )
-        # SQLite-only (FTS5); cluster mode refuses to start with it on.
-        overrides.setdefault("knowledge", KnowledgeConfig(enabled=False))
     base = Settings(
         host="127.0.0.1",
         port=0,

@@ -137,8 +137,8 @@ def test_sessions_direct_sse_from_toml_and_env(tmp_path: Path) -> None:
         load(write(tmp_path, '[sessions]\ndirect_sse = "no"\n'), env={})
 
 
-def test_cluster_mode_refuses_what_runs_on_sqlite_only(tmp_path: Path) -> None:
-    """ScaiBot knowledge (FTS5, vectors in the SQLite file) must be switched off, by name."""
+def test_cluster_mode_accepts_knowledge(tmp_path: Path) -> None:
+    """ScaiBot knowledge runs on PostgreSQL too (postings, storage.knowledge_pg): on by default."""
     text = '[cluster]\ndatabase_url = "postgresql://hs@h/db"\nbus_url = "redis://h"\n'
-    with pytest.raises(ConfigError, match=r"knowledge: .*\[knowledge\] enabled = false"):
-        load(write(tmp_path, text), env={})
+    settings = load(write(tmp_path, text), env={})
+    assert (settings.cluster.enabled, settings.knowledge.enabled) == (True, True)

@@ -21,7 +21,6 @@ def _config(tmp_path: Path, database_url: str | None) -> list[str]:
         f'data_dir = "{tmp_path / "data"}"\n'
         f'[cluster]\nnode_id = "n1"\ndatabase_url = "{database_url}"\n'
         'bus_url = "redis://127.0.0.1:9/0"\n'
-        "[knowledge]\nenabled = false\n"
     )
     return ["--config", str(toml)]
 
@@ -76,12 +75,17 @@ def test_admin_create_participant_writes_to_the_configured_store(
     assert found.is_admin is True
 
 
-def test_cluster_config_with_knowledge_on_is_refused_by_name(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_cluster_config_with_knowledge_on_migrates(
+    tmp_path: Path, pg_empty_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    toml = tmp_path / "node.toml"
-    toml.write_text(
-        '[cluster]\ndatabase_url = "postgresql://hs@127.0.0.1:9/x"\nbus_url = "redis://h"\n'
-    )
-    assert cli.main(["migrate", "--config", str(toml)]) == 2
-    assert "knowledge" in capsys.readouterr().err
+    """Knowledge runs on PostgreSQL (storage.knowledge_pg): a cluster config with it on
+    (the default) is not refused, and the postings tables are migrated."""
+    assert cli.main(["migrate", *_config(tmp_path, pg_empty_url)]) == 0
+    assert f"schema version {SHIPPED}" in capsys.readouterr().out
+    conn = pg.connect(pg_empty_url)
+    try:
+        row = conn.execute("SELECT COUNT(*) FROM knowledge_postings").fetchone()
+    finally:
+        conn.close()
+    assert row is not None
+    assert row[0] == 0

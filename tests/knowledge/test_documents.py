@@ -48,10 +48,11 @@ class Env:
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
+async def env(tmp_path: Path, database_url: str | None) -> AsyncIterator[Env]:
     bots = FakeBots()
+    settings = make_settings(tmp_path / "data", database_url=database_url)
     async with (
-        start_server(make_settings(tmp_path / "data"), bots=bots) as running,
+        start_server(settings, bots=bots) as running,
         api_for(running) as api,
     ):
         alice = await api.register("alice")

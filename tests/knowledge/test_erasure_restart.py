@@ -1,17 +1,19 @@
-"""Erasure (no text left in the database files after a checkpoint), the bot-deletion
-hook, and indexing that survives a restart."""
+"""Erasure (no text left in the database files after a checkpoint; on PostgreSQL, in
+no row: its WAL is not scrubbed, README), the bot-deletion hook, and indexing that
+survives a restart."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
 import trio
 
 from homeserver.app import Running
 from protocol.knowledge import KnowledgeSettings
 from tests.knowledge.support import DOCS, FakeBots, docx_bytes, start_server, upload, wait_done
-from tests.support import Api, User, api_for, envelope_ok, make_settings
+from tests.support import Api, User, api_for, envelope_ok, make_settings, open_db
 
 LOOSE = KnowledgeSettings(score_threshold=0.0)
 SECRET = "xylophonequartz"
@@ -19,6 +21,21 @@ KEEP = "marigoldharbour"
 
 
 def grep(running: Running, word: str) -> list[str]:
+    """Where ``word`` is stored: SQLite's database files, or PostgreSQL's knowledge rows
+    (chunk text, postings and document-frequency terms)."""
+    if running.engine == "postgres":
+        with open_db(running) as conn:
+            return [
+                table
+                for table, column in (
+                    ("knowledge_chunks", "text"),
+                    ("knowledge_postings", "term"),
+                    ("knowledge_terms", "term"),
+                )
+                if conn.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE {column} LIKE ?", (f"%{word}%",)
+                ).fetchone()[0]
+            ]
     hits = []
     for path in running.db_path.parent.iterdir():
         if path.is_file() and word.encode() in path.read_bytes():
@@ -37,10 +54,12 @@ async def _scrubbed(running: Running, before: int) -> None:
         await running.scrubber.wait_scrubs(before + 1)
 
 
-async def test_deleted_document_leaves_no_text_in_the_database(tmp_path: Path) -> None:
+async def test_deleted_document_leaves_no_text_in_the_database(
+    tmp_path: Path, database_url: str | None
+) -> None:
     bots = FakeBots()
     async with (
-        start_server(make_settings(tmp_path / "d"), bots) as running,
+        start_server(make_settings(tmp_path / "d", database_url=database_url), bots) as running,
         api_for(running) as api,
     ):
         alice = await api.register("alice")
@@ -60,10 +79,12 @@ async def test_deleted_document_leaves_no_text_in_the_database(tmp_path: Path) -
         assert files == []
 
 
-async def test_replaced_document_old_text_is_erased(tmp_path: Path) -> None:
+async def test_replaced_document_old_text_is_erased(
+    tmp_path: Path, database_url: str | None
+) -> None:
     bots = FakeBots()
     async with (
-        start_server(make_settings(tmp_path / "d"), bots) as running,
+        start_server(make_settings(tmp_path / "d", database_url=database_url), bots) as running,
         api_for(running) as api,
     ):
         alice = await api.register("alice")
@@ -77,10 +98,12 @@ async def test_replaced_document_old_text_is_erased(tmp_path: Path) -> None:
         assert grep(running, SECRET) == []
 
 
-async def test_bot_deletion_hook_removes_the_collection(tmp_path: Path) -> None:
+async def test_bot_deletion_hook_removes_the_collection(
+    tmp_path: Path, database_url: str | None
+) -> None:
     bots = FakeBots()
     async with (
-        start_server(make_settings(tmp_path / "d"), bots) as running,
+        start_server(make_settings(tmp_path / "d", database_url=database_url), bots) as running,
         api_for(running) as api,
     ):
         alice = await api.register("alice")
@@ -107,6 +130,7 @@ async def test_bot_deletion_hook_removes_the_collection(tmp_path: Path) -> None:
                 await trio.sleep(0.02)
 
 
+@pytest.mark.sqlite_only  # it edits the SQLite file (and its FTS5 table) between runs
 async def test_indexing_resumes_after_a_restart(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "d")
     bots = FakeBots()

@@ -1,4 +1,5 @@
-"""Hybrid retrieval: FTS5 bm25 and a numpy scan of a per-collection vector matrix.
+"""Hybrid retrieval: bm25 (FTS5, or its PostgreSQL postings) and a numpy scan of a
+per-collection vector matrix.
 
 The matrix (one L2-normalised float32 row per chunk, with the chunk numbers)
 is loaded once per collection and kept in memory; every change to the
@@ -24,7 +25,7 @@ from bridges.embeddings import Embedder, EmbeddingError
 from homeserver.store.database import Readers
 from protocol.knowledge import KnowledgeSettings, RetrievedChunk
 from protocol.knowledge_rank import Candidate, fuse, select
-from protocol.knowledge_text import budget_terms, fts_match, query_terms, term_key
+from protocol.knowledge_text import budget_terms, query_terms, term_key
 from storage import knowledge as store
 
 log = logging.getLogger("homeserver.knowledge")
@@ -184,8 +185,8 @@ class KnowledgeRetriever:
         if number is None:
             return []
         df = store.term_dfs(conn, number, sorted({term_key(t) for t in terms}))
-        match = fts_match(budget_terms(terms, df, self._bm25_budget))
-        return [] if match is None else store.bm25_search(conn, number, match, limit)
+        chosen = budget_terms(terms, df, self._bm25_budget)
+        return store.bm25_search(conn, number, chosen, limit) if chosen else []
 
     def _search(
         self,

@@ -104,6 +104,7 @@ class KnowledgeService:
             on_indexed=self.retriever.invalidate,
         )
         self._janitor_send, self._janitor_recv = trio.open_memory_channel[tuple[str, str]](math.inf)
+        self._trio_token: trio.lowlevel.TrioToken | None = None
         self.erasures = 0
 
     def prepare(self) -> None:
@@ -116,6 +117,7 @@ class KnowledgeService:
         return self._dir(doc.collection_id) / f"{doc.document_id}-{doc.sha256}"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._trio_token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.indexer.run)
             nursery.start_soon(self._janitor)
@@ -284,8 +286,17 @@ class KnowledgeService:
     def delete_collection_txn(self, conn: sqlite3.Connection, bot: BotRef) -> None:
         """The ``BotDeletionHook``: runs inside the bot-deleting write transaction."""
         store.delete_collection_txn(conn, bot.collection_id)
-        self.retriever.invalidate(bot.collection_id)
-        self._janitor_send.send_nowait(("collection", bot.collection_id))
+        # The PostgreSQL writer runs transactions on a thread of its own: trio objects
+        # are touched only from trio's thread (run_sync_soon is safe from any thread,
+        # and runs before the writer's answer resumes the caller).
+        if self._trio_token is None:
+            self._collection_gone(bot.collection_id)
+        else:
+            self._trio_token.run_sync_soon(self._collection_gone, bot.collection_id)
+
+    def _collection_gone(self, collection_id: str) -> None:
+        self.retriever.invalidate(collection_id)
+        self._janitor_send.send_nowait(("collection", collection_id))
 
     @staticmethod
     def _unlink(path: Path) -> None:

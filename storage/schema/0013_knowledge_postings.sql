@@ -1,0 +1,4 @@
+-- Knowledge postings for PostgreSQL (issue 14). Nothing on SQLite: there each
+-- collection's FTS5 table (0011) is the lexical index. The PostgreSQL tables
+-- (postings, chunk lengths, per-collection totals: what FTS5 keeps for bm25)
+-- are in schema/pg/0013_knowledge_postings.sql; see storage/knowledge_pg.py.
