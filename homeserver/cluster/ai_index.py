@@ -9,28 +9,21 @@ knows the AI after its next restart.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
-from homeserver.cluster.bus import Bus, BusError
+from homeserver.cluster.bus import Bus
+from homeserver.cluster.channel import Announcements
 from homeserver.store.database import Readers
-from protocol.cluster import BusMessageError, decode_object, encode_object
 from storage import ai as ai_store
-
-log = logging.getLogger("homeserver.cluster")
 
 
 class ClusterAiIndex:
     def __init__(self, bus: Bus, readers: Readers, *, node_id: str, prefix: str) -> None:
-        self._bus = bus
         self._readers = readers
-        self._node = node_id
-        self._channel = f"{prefix}:ai"
-        self._send, self._outbox = trio.open_memory_channel[dict[str, Any]](1024)
+        self._channel = Announcements(bus, f"{prefix}:ai", node_id=node_id, handle=self._on_message)
         self._added: Callable[[ai_store.AiParticipant], None] = lambda ai: None
         self._removed: Callable[[str], None] = lambda ai_id: None
         self._joined: Callable[[str, list[str]], None] = lambda ai_id, rooms: None
@@ -46,44 +39,18 @@ class ClusterAiIndex:
 
     def created(self, ai: ai_store.AiParticipant) -> None:
         self._added(ai)
-        self._announce({"op": "created", "id": ai.participant_id})
+        self._channel.announce({"op": "created", "id": ai.participant_id})
 
     def deleted(self, ai_id: str) -> None:
         self._removed(ai_id)
-        self._announce({"op": "deleted", "id": ai_id})
-
-    def _announce(self, msg: dict[str, Any]) -> None:
-        with contextlib.suppress(trio.WouldBlock):
-            self._send.send_nowait({**msg, "node": self._node})
+        self._channel.announce({"op": "deleted", "id": ai_id})
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._publish)
-            nursery.start_soon(self._listen)
-            task_status.started()
+        await self._channel.run(task_status=task_status)
 
-    async def _publish(self) -> None:
-        async for msg in self._outbox:
-            with contextlib.suppress(BusError):
-                await self._bus.publish(self._channel, encode_object(msg))
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self._bus.subscribe(self._channel) as messages:
-                    async for _, data in messages:
-                        await self._on_message(data)
-            except BusError as exc:
-                log.warning("cluster ai index: bus lost (%s)", exc)
-            await trio.sleep(0.5)
-
-    async def _on_message(self, data: bytes) -> None:
-        try:
-            msg = decode_object(data)
-        except BusMessageError:
-            return
-        ai_id, node = msg.get("id"), msg.get("node")
-        if not isinstance(ai_id, str) or node == self._node:
+    async def _on_message(self, msg: dict[str, Any]) -> None:
+        ai_id = msg.get("id")
+        if not isinstance(ai_id, str):
             return
         if msg.get("op") == "deleted":
             self._removed(ai_id)

@@ -182,3 +182,49 @@ class GroupCommit:
             self._on_commit(events)
         for job in jobs:
             job.done.set()
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+class ReaderPool(Generic[C]):
+    """A fixed pool of read connections used from worker threads (both engines).
+
+    ``connect()`` opens one read connection; ``snapshot(conn, fn, args)`` runs
+    ``fn`` in one consistent snapshot on that connection, in the worker thread.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], C],
+        snapshot: Callable[[C, Callable[..., Any], tuple[Any, ...]], Any],
+        *,
+        size: int,
+    ) -> None:
+        self._connect = connect
+        self._snapshot = snapshot
+        self._size = size
+        self._free: list[C] = []
+        self._limiter = trio.CapacityLimiter(size)
+
+    def open(self) -> None:
+        self._free = [self._connect() for _ in range(self._size)]
+
+    def close(self) -> None:
+        for conn in self._free:
+            conn.close()
+        self._free = []
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on a read connection in a worker thread."""
+        async with self._limiter:
+            conn = self._free.pop()
+            try:
+                result: T = await trio.to_thread.run_sync(self._snapshot, conn, fn, args)
+                return result
+            finally:
+                self._free.append(conn)

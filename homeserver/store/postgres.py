@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
-from homeserver.store.database import GroupCommit, Job
+from homeserver.store.database import GroupCommit, Job, ReaderPool
 from protocol.events import Event
 from storage import events as event_store
 from storage import migrate, pg
@@ -175,31 +175,15 @@ class PostgresWriter(GroupCommit):
             job.result = outcome.Error(exc)
 
 
-class PostgresReaders:
+class PostgresReaders(ReaderPool[pg.PgConnection]):
     """A small pool of read-only connections used from worker threads."""
 
     def __init__(self, url: str, *, size: int) -> None:
         self._url = url
-        self._size = size
-        self._free: list[pg.PgConnection] = []
-        self._limiter = trio.CapacityLimiter(size)
+        super().__init__(self._open_one, self._run, size=size)
 
-    def open(self) -> None:
-        self._free = [pg.connect(self._url, readonly=True) for _ in range(self._size)]
-
-    def close(self) -> None:
-        for conn in self._free:
-            conn.close()
-        self._free = []
-
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on a read connection in a worker thread."""
-        async with self._limiter:
-            conn = self._free.pop()
-            try:
-                return await trio.to_thread.run_sync(self._run, conn, fn, args)
-            finally:
-                self._free.append(conn)
+    def _open_one(self) -> pg.PgConnection:
+        return pg.connect(self._url, readonly=True)
 
     def _run(self, conn: pg.PgConnection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         if conn.raw.broken or conn.raw.closed:

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
-from homeserver.store.database import GroupCommit, Job
+from homeserver.store.database import GroupCommit, Job, ReaderPool
 from protocol.events import Event
 from storage import db, migrate
 from storage import events as event_store
@@ -170,40 +170,24 @@ class SqliteWriter(GroupCommit):
         return int(busy) == 0
 
 
-class SqliteReaders:
+class SqliteReaders(ReaderPool[sqlite3.Connection]):
     """A small pool of read connections used from worker threads."""
 
     def __init__(self, path: str | Path, *, size: int) -> None:
         self._path = str(path)
-        self._size = size
-        self._free: list[sqlite3.Connection] = []
-        self._limiter = trio.CapacityLimiter(size)
+        super().__init__(self._open_one, _snapshot, size=size)
 
-    def open(self) -> None:
-        self._free = [db.connect(self._path, readonly=True) for _ in range(self._size)]
+    def _open_one(self) -> sqlite3.Connection:
+        return db.connect(self._path, readonly=True)
 
-    def close(self) -> None:
-        for conn in self._free:
-            conn.close()
-        self._free = []
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on a read connection in a worker thread."""
-        async with self._limiter:
-            conn = self._free.pop()
-            try:
-                return await trio.to_thread.run_sync(self._run, conn, fn, args)
-            finally:
-                self._free.append(conn)
-
-    @staticmethod
-    def _run(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        # Each read sees one consistent snapshot.
-        conn.execute("BEGIN")
-        try:
-            return fn(conn, *args)
-        finally:
-            conn.execute("ROLLBACK")
+def _snapshot(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    # Each read sees one consistent snapshot.
+    conn.execute("BEGIN")
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.execute("ROLLBACK")
 
 
 class Checkpointer:
