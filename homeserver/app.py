@@ -225,23 +225,8 @@ def build_scaibot(
     and adds the document routes to the module's blueprint. ``bots`` replaces the
     module's own bot directory for those routes (tests). Without a knowledge index
     (``[knowledge] enabled = false``) bots answer without retrieval."""
-    if knowledge is None:
-        return ScaiBotModule(
-            settings=settings.scaibot,
-            data_dir=Path(settings.data_dir),
-            writer=writer,
-            readers=readers,
-            clock=clock,
-            authenticate=auth.authenticate,
-            models=models,
-            max_request_bytes=settings.max_request_bytes,
-        )
-    index = knowledge
-
-    def documents(bp: Blueprint, ctx: ModuleContext) -> None:
-        knowledge_routes.install(bp, auth, bots or ctx.bots, index, app=ctx.app, mount="")
-
-    return ScaiBotModule(
+    module = partial(
+        ScaiBotModule,
         settings=settings.scaibot,
         data_dir=Path(settings.data_dir),
         writer=writer,
@@ -250,6 +235,15 @@ def build_scaibot(
         authenticate=auth.authenticate,
         models=models,
         max_request_bytes=settings.max_request_bytes,
+    )
+    if knowledge is None:
+        return module()
+    index = knowledge
+
+    def documents(bp: Blueprint, ctx: ModuleContext) -> None:
+        knowledge_routes.install(bp, auth, bots or ctx.bots, index, app=ctx.app, mount="")
+
+    return module(
         retriever=knowledge.retriever,
         deletion_hooks=(knowledge.delete_collection_txn,),
         route_installers=(documents,),

@@ -38,12 +38,12 @@ import orjson
 import trio
 
 from homeserver.errors import error_body
+from homeserver.http import observe
 from homeserver.http.shim import new_request_id
 from homeserver.http.sse import ReplyBody
 from homeserver.http.sse_socket import SocketWriter
 from homeserver.identity.auth import AuthService
 from homeserver.listener import MAX_HEAD, Outcome
-from homeserver.observe import logs
 from homeserver.observe.metrics import Metrics
 from homeserver.sessions import Generation, SessionService
 from homeserver.stream.registry import Registry
@@ -269,20 +269,9 @@ class DirectSessions:
         """The HTTP metrics and access line, as homeserver.http.observe writes them."""
         seconds = time.perf_counter() - started
         method, route = req.target.method, req.target.route
-        if self._metrics is not None:
-            self._metrics.http_requests.labels(method, route, str(status)).inc()
-            self._metrics.http_seconds.labels(method, route).observe(seconds)
-        if self._access_log:
-            logs.access(
-                "http request",
-                kind="http",
-                request_id=rid,
-                method=method,
-                route=route,
-                path=req.path[:512],
-                status=status,
-                duration_ms=round(seconds * 1000, 3),
-            )
+        observe.record(
+            self._metrics, self._access_log, method, route, status, rid, req.path, seconds
+        )
 
 
 def event_path(head: bytes) -> str:

@@ -41,18 +41,32 @@ def install(app: Quart, metrics: Metrics | None, *, access_log: bool) -> None:
         rule = request.url_rule
         route = template(rule.rule) if rule is not None else "unmatched"
         method = request.method if request.method in METHODS else "OTHER"
-        if metrics is not None:
-            metrics.http_requests.labels(method, route, str(response.status_code)).inc()
-            metrics.http_seconds.labels(method, route).observe(seconds)
-        if access_log:
-            logs.access(
-                "http request",
-                kind="http",
-                request_id=rid,
-                method=method,
-                route=route,
-                path=request.path[:512],
-                status=response.status_code,
-                duration_ms=round(seconds * 1000, 3),
-            )
+        record(metrics, access_log, method, route, response.status_code, rid, request.path, seconds)
         return response
+
+
+def record(
+    metrics: Metrics | None,
+    access_log: bool,
+    method: str,
+    route: str,
+    status: int,
+    rid: str,
+    path: str,
+    seconds: float,
+) -> None:
+    """Count one answered request and, with ``access_log``, write its access line."""
+    if metrics is not None:
+        metrics.http_requests.labels(method, route, str(status)).inc()
+        metrics.http_seconds.labels(method, route).observe(seconds)
+    if access_log:
+        logs.access(
+            "http request",
+            kind="http",
+            request_id=rid,
+            method=method,
+            route=route,
+            path=path[:512],
+            status=status,
+            duration_ms=round(seconds * 1000, 3),
+        )
