@@ -129,7 +129,7 @@ class SessionsSettings:
     max_generations: int = 1024
     max_per_participant: int = 10000
     # The listener serves the streamed replies itself, writing SSE straight to the
-    # socket (homeserver/http/direct_sse.py); off: Quart serves them like every route.
+    # socket (homeserver/http/direct_sessions.py); off: Quart serves them like every route.
     direct_sse: bool = True
 
 
@@ -271,6 +271,9 @@ class ScaibotSettings:
     action_attempts: int = 3
     action_backoff_ms: int = 500
     webhook_timeout_s: float = 5.0
+    # The listener serves ``POST /chat`` itself, writing SSE straight to the socket
+    # (homeserver/modules/scaibot/direct_chat.py); off: Quart serves it like every route.
+    direct_sse: bool = True
 
 
 _SCAIBOT_KEYS = {
@@ -284,6 +287,7 @@ _SCAIBOT_KEYS = {
     "action_attempts",
     "action_backoff_ms",
     "webhook_timeout_s",
+    "direct_sse",
 }
 
 
@@ -330,6 +334,7 @@ def scaibot_section(value: object, label: str = "scaibot") -> ScaibotSettings:
         webhook_timeout_s=_float(
             t.get("webhook_timeout_s", d.webhook_timeout_s), f"{label}.webhook_timeout_s", 0, 120
         ),
+        direct_sse=_bool(t.get("direct_sse", d.direct_sse), f"{label}.direct_sse"),
     )
 
 

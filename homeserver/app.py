@@ -30,7 +30,8 @@ from conf import Settings
 from homeserver.ai import AiParticipantService, AiRunner
 from homeserver.clock import WallClock, system_ms
 from homeserver.http.app import build_app, build_metrics_app
-from homeserver.http.direct_sse import DirectSessions
+from homeserver.http.direct import DirectRoute, DirectServer
+from homeserver.http.direct_sessions import DirectSessions
 from homeserver.http.server import HttpServer, HttpStats
 from homeserver.identity.auth import AuthService, Principal, check_credential_txn
 from homeserver.identity.profiles import ProfileService
@@ -91,7 +92,7 @@ class Running:
     http_app: Any = None  # the Quart app (its url_map is what the OpenAPI test checks)
     metrics: Metrics | None = None
     metrics_port: int | None = None  # set when metrics have their own port
-    direct_sse: DirectSessions | None = None  # the session SSE fast path (None when off)
+    direct_sse: DirectServer | None = None  # the listener's SSE fast path (None when off)
     engine: str = "sqlite"  # "postgres" with [cluster] database_url
     database_url: str = ""  # the PostgreSQL store's URL (engine "postgres")
     cluster: ClusterNode | None = None  # set when [cluster] bus_url is
@@ -200,7 +201,7 @@ class _Graph:
     knowledge: KnowledgeService | None  # None: [knowledge] enabled = false
     stream_stats: StreamStats
     metrics: Metrics  # always there (cheap); settings.metrics_enabled decides if it is served
-    direct_sse: DirectSessions | None  # the listener's fast path for session SSE (or off)
+    direct_sse: DirectServer | None  # the listener's fast path for SSE routes (or off)
     cluster: ClusterNode | None = None
 
 
@@ -247,6 +248,32 @@ def build_scaibot(
         retriever=knowledge.retriever,
         deletion_hooks=(knowledge.delete_collection_txn,),
         route_installers=(documents,),
+    )
+
+
+def build_direct(
+    settings: Settings,
+    auth: AuthService,
+    sessions: SessionService,
+    scaibot: ScaiBotModule,
+    metrics: Metrics,
+    replies: Registry,
+) -> DirectServer | None:
+    """The listener's fast path for the streamed routes that are on (None: all off)."""
+    routes: list[DirectRoute] = []
+    if settings.sessions.direct_sse:
+        routes.append(
+            DirectSessions(auth, sessions, limit=settings.max_request_bytes, registry=replies)
+        )
+    if settings.scaibot.direct_sse:
+        routes.append(scaibot.direct_route())
+    if not routes:
+        return None
+    return DirectServer(
+        routes,
+        limit=settings.max_request_bytes,
+        metrics=metrics,
+        access_log=settings.log_format == "json",
     )
 
 
@@ -434,17 +461,9 @@ def _build(
     )
     bridge = StreamBridge(settings, auth, messages, typing, presence)
     registry = Registry() if cluster is None else cluster.registry
-    direct_sse = None
-    if settings.sessions.direct_sse:
-        direct_sse = DirectSessions(
-            auth,
-            sessions,
-            limit=settings.max_request_bytes,
-            metrics=metrics,
-            access_log=settings.log_format == "json",
-        )
-    extra = (direct_sse.registry,) if direct_sse is not None else ()
-    revocations = RevocationWatcher(readers, registry, *extra)
+    direct_replies = Registry()  # session replies the fast path streams (revocation)
+    direct_sse = build_direct(settings, auth, sessions, scaibot, metrics, direct_replies)
+    revocations = RevocationWatcher(readers, registry, direct_replies)
     auth.on_revoked = revocations.wake
     return _Graph(
         hub,

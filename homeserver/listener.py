@@ -4,11 +4,11 @@ Each accepted connection's request head (request line and headers) is read,
 bounded in size (:data:`MAX_HEAD`) and in time (:data:`HEAD_TIMEOUT` for the
 whole head, however slowly it dribbles in: no slowloris). ``GET /v1/stream``
 goes to our WebSocket driver (homeserver.stream), which writes pre-encoded
-frames straight to the socket; a head the fast path wants (the streamed session
-replies, homeserver.http.direct_sse) goes to it, and the connection comes back here
-for its next request when that response is complete (hypercorn hands an idle
-connection back too when its next request is one of those); everything else goes to
-hypercorn's
+frames straight to the socket; a head the fast path wants (streamed session
+replies and ScaiBot chats, homeserver.http.direct) goes to it, and the connection
+comes back here for its next request when that response is complete (hypercorn
+hands an idle connection back too when its next request is one of those);
+everything else goes to hypercorn's
 per-connection HTTP server running the Quart shim (homeserver.http.server
 bounds the heads of later keep-alive requests the same way). The bytes
 already read are replayed to whichever side takes the connection.

@@ -64,6 +64,7 @@ class EchoBackend:
         if len(words) > max_tokens:
             words, reason = words[:max_tokens], "length"
         prompt = sum(word_count(m.content) for m in messages)
+        del messages  # not needed while the words stream (fewer live objects per stream)
         for i, word in enumerate(words):
             if self._delay:
                 await self._ticks.sleep_until(trio.current_time() + self._delay)

@@ -161,6 +161,9 @@ class OpenAIBackend:
         temperature: float | None,
     ) -> AsyncGenerator[StreamItem, None]:
         reader = _Reader(self.name)
+        body = self._body(messages, model, max_tokens, temperature)
+        prompt_tokens = estimate_prompt_tokens(messages)  # if the backend reports no usage
+        del messages  # not needed while the answer streams (fewer live objects per stream)
         try:
             async with (
                 self._client() as client,
@@ -168,7 +171,7 @@ class OpenAIBackend:
                     client,
                     "POST",
                     self._url,
-                    json=self._body(messages, model, max_tokens, temperature),
+                    json=body,
                     headers=self._headers(),
                 ) as source,
             ):
@@ -195,7 +198,7 @@ class OpenAIBackend:
             raise _bad(self.name, "did not answer with an event stream") from None
         except (httpx.HTTPError, httpx.StreamError):
             raise _bad(self.name, "broke the stream midway") from None
-        yield reader.finish(messages)
+        yield reader.finish(prompt_tokens)
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:
@@ -232,10 +235,8 @@ class _Reader:
             self.text.append(content)
         return content
 
-    def finish(self, messages: Sequence[ChatMessage]) -> Finish:
+    def finish(self, prompt_tokens: int) -> Finish:
         if not self.done and self.reason is None:
             raise _bad(self.backend, "ended the stream before it finished")
-        usage = self.usage or Usage(
-            estimate_prompt_tokens(messages), estimate_tokens("".join(self.text))
-        )
+        usage = self.usage or Usage(prompt_tokens, estimate_tokens("".join(self.text)))
         return Finish(_FINISH.get(self.reason or "stop", "stop"), usage)

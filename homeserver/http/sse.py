@@ -12,7 +12,7 @@ this generator and the reply carries on in its own task.
 
 :class:`ReplyBody` is the one place that turns a generation into these bytes; both
 transports use it: :func:`follow_reply` (the Quart response body) and the direct
-writer of homeserver/http/direct_sse.py (the listener's fast path).
+writer of homeserver/http/direct_sessions.py (the listener's fast path).
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ The body's bytes come from :class:`homeserver.http.sse.ReplyBody`, the same as t
 Quart route's. The framing is HTTP/1.1 chunked: every write is one chunk and the
 end adds the last chunk, so the connection can carry the client's next request.
 A peer that closes (EOF or a reset) ends the response at once; the reply goes on.
+
+:func:`write_events` is the plainer writer for a body that is an async generator of
+events (ScaiBot's ``POST /chat``): each event one chunk, written by one non-blocking
+``send`` as it is produced; a peer that goes away cancels the generator.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import AsyncGenerator, Callable
 
 import trio
 
@@ -176,12 +181,62 @@ class SocketWriter:
             gen.unlisten(self._on_change)
 
     async def _watch_peer(self) -> None:
-        """Read while writing: EOF or a reset ends the response; bytes are kept."""
-        while len(self.leftover) <= MAX_LEFTOVER:
-            data = b""
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                data = await self._conn.receive_some(4096)
-            if not data:
-                self._gone()
-                return
-            self.leftover += data
+        await watch_peer(self._conn, self.leftover, self._gone)
+
+
+async def watch_peer(
+    conn: trio.SocketStream, leftover: bytearray, gone: Callable[[], object]
+) -> None:
+    """Read while a response is written: EOF or a reset calls ``gone``; what the client
+    sends meanwhile (a pipelined next request) is kept in ``leftover``, up to a limit."""
+    while len(leftover) <= MAX_LEFTOVER:
+        data = b""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            data = await conn.receive_some(4096)
+        if not data:
+            gone()
+            return
+        leftover += data
+
+
+async def write_events(
+    conn: trio.SocketStream, head: bytes, events: AsyncGenerator[bytes, None]
+) -> tuple[bool, bytes]:
+    """Write ``head``, then every item of ``events`` as one HTTP/1.1 chunk, then the last
+    chunk: (True, what the client sent meanwhile) when complete, (False, b"") when not.
+
+    Each item is written by one non-blocking ``send`` as soon as it is produced; only what
+    the kernel does not take is awaited (a slow reader holds the producer back, as an ASGI
+    server's ``send`` does). The peer going away (EOF, a reset) cancels the iteration, so
+    the producer sees ``Cancelled`` where it waits, or ``GeneratorExit`` at its ``yield``;
+    ``events`` is closed either way.
+    """
+    fd = conn.socket.fileno()
+    leftover = bytearray()
+    complete = False
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_peer, conn, leftover, nursery.cancel_scope.cancel)
+        try:
+            async with contextlib.aclosing(events):
+                pending = head
+                async for data in events:
+                    pending += frame(data)
+                    await _write(conn, fd, pending)
+                    pending = b""
+                await _write(conn, fd, pending + LAST_CHUNK)
+            complete = True
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer went away while we wrote
+        finally:
+            nursery.cancel_scope.cancel()
+    return (True, bytes(leftover)) if complete else (False, b"")
+
+
+async def _write(conn: trio.SocketStream, fd: int, data: bytes) -> None:
+    """``data`` to the socket: one non-blocking ``send``, then ``send_all`` for the rest."""
+    try:
+        sent = os.write(fd, data)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(data):
+        await conn.send_all(data[sent:])

@@ -76,6 +76,18 @@ def test_example_lists_every_field_with_a_comment() -> None:
             assert lines[i - 1].startswith("# "), f"no comment above {line!r}"
 
 
+def test_example_lists_every_field_of_every_table() -> None:
+    tables = {
+        name: value
+        for name, value in tomllib.loads(example_path().read_text(encoding="utf-8")).items()
+        if isinstance(value, dict) and dataclasses.is_dataclass(getattr(Settings(), name))
+    }
+    assert {"sessions", "scaibot", "cluster"} <= set(tables)
+    for name, table in tables.items():
+        fields = {f.name for f in dataclasses.fields(getattr(Settings(), name))}
+        assert set(table) == fields, name
+
+
 # --------------------------------------------------------------------------- sources
 
 

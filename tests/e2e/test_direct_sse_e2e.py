@@ -1,5 +1,5 @@
 """End to end: ``homeserver serve`` as a process, session replies streamed with httpx over
-the listener's fast path (homeserver/http/direct_sse.py) and, for comparison, with it off."""
+the listener's fast path (homeserver/http/direct_sessions.py) and, for comparison, with it off."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The listener's fast path for streamed session replies (homeserver/http/direct_sse.py):
+"""The listener's fast path for streamed session replies (homeserver/http/direct_sessions.py):
 HTTP/1.1 framing (parsed by h11 as a client would), keep-alive back to the router, the
 same refusals as the Quart route (run against both), hand-offs, revocation."""
 
@@ -13,13 +13,14 @@ import httpx
 import pytest
 import trio
 
-from homeserver.http.direct_sse import DirectSessions, match
+from homeserver.http.direct import DirectServer
+from homeserver.http.direct_sessions import ATTACH_ROUTE, SEND_ROUTE, match
 from tests.homeserver.sessions_support import Env, Sse, read_sse, session_env, stored_reply
 from tests.homeserver.test_tenants_scopes import as_user, key
 from tests.support import User, envelope_error
 
 
-def _fast(env: Env) -> DirectSessions:
+def _fast(env: Env) -> DirectServer:
     assert env.running.direct_sse is not None
     return env.running.direct_sse
 
@@ -246,7 +247,7 @@ async def test_what_is_not_plainly_a_stream_goes_to_quart(tmp_path: Path) -> Non
         # Malformed JSON, a body over the limit: Quart's refusals, as before.
         bad = await _once(env, "POST", url, headers=auth, content=b'{"stream": true,')
         envelope_error(bad, 422, "VALIDATION_ERROR")
-        limit = env.running.direct_sse._limit if env.running.direct_sse else 0
+        limit = env.running.direct_sse.limit if env.running.direct_sse else 0
         big = await _once(env, "POST", url, headers=auth, content=b" " * (limit + 1))
         envelope_error(big, 413, "SW_CONTENT_TOO_LARGE")
         assert _fast(env).handed_off == 3
@@ -318,7 +319,8 @@ async def test_revoking_the_credential_ends_the_stream_and_the_reply_is_kept(
 )
 def test_which_request_lines_the_fast_path_takes(line: bytes, kind: str | None) -> None:
     target = match(line + b"\r\nHost: x\r\n\r\n")
-    assert (target.kind if target else None) == kind
+    kinds = {SEND_ROUTE: "send", ATTACH_ROUTE: "attach"}
+    assert (kinds[target.route] if target else None) == kind
 
 
 async def test_httpx_keep_alive_client_streams_turn_after_turn(tmp_path: Path) -> None:
@@ -391,14 +393,14 @@ async def test_a_stream_pipelined_behind_a_hypercorn_request_stays_with_hypercor
 async def test_a_body_in_pieces_is_read_and_a_late_one_is_handed_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from homeserver.http import direct_sse
+    from homeserver.http import direct
 
     async with session_env(tmp_path / "d") as env:
         sid = await _session(env)
         raw = _post(sid, env.user.access_token, {"content": "in pieces", "stream": True})
         head, body = raw.split(b"\r\n\r\n", 1)
         for late in (False, True):
-            monkeypatch.setattr(direct_sse, "BODY_TIMEOUT", 0.3 if late else 10.0)
+            monkeypatch.setattr(direct, "BODY_TIMEOUT", 0.3 if late else 10.0)
             async with await trio.open_tcp_stream(env.running.host, env.running.port) as s:
                 await s.send_all(head + b"\r\n\r\n" + body[:5])
                 await trio.sleep(0.5 if late else 0.05)

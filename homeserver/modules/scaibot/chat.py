@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from functools import partial
 from typing import Any
 
@@ -36,13 +36,14 @@ from homeserver.modules.scaibot.turn import (
     Turn,
     check_caller,
     load_read,
+    model_history,
     rate_keys,
     visitor_fields,
 )
 from homeserver.store.database import Readers, Writer
 from protocol import ids
 from protocol.errors import ApiError, ErrorCode
-from protocol.llm import ChatMessage, cited_markers, estimate_prompt_tokens, estimate_tokens
+from protocol.llm import cited_markers, estimate_prompt_tokens, estimate_tokens
 from protocol.ratelimit import SlidingWindowLimiter, retry_after_seconds
 from protocol.scaibot.embed import EmbedClaims
 from protocol.scaibot.escalation import (
@@ -121,7 +122,7 @@ class ChatService:
             bot=bot,
             tone=loaded.tone,
             rules=loaded.rules,
-            history=loaded.history,
+            history=model_history(loaded.history),
             visitor_texts=loaded.visitor_texts,
             conversation_id=conversation_id,
             user_message_id=user_id,
@@ -153,7 +154,7 @@ class ChatService:
 
     # ------------------------------------------------------------ the stream
 
-    async def stream(self, turn: Turn) -> AsyncIterator[bytes]:
+    async def stream(self, turn: Turn) -> AsyncGenerator[bytes, None]:
         # The ids are ours already: start goes out first, and the visitor's message is
         # stored (durably) before anything else happens.
         yield encode_event(
@@ -249,21 +250,19 @@ class ChatService:
         config = turn.bot.config
         model = self._models.get(config.model)
         max_tokens = min(config.max_tokens_per_response, model.max_output_tokens)
-        history = [
-            ChatMessage("user" if m.role == "user" else "assistant", m.content)
-            for m in turn.history
-        ]
         chunks = [c.text for c in turn.chunks]
         budget = model.context_window - max_tokens
         prompt = build_prompt(
             system,
             chunks,
-            fit_history(system, chunks, history, turn.request.message, budget),
+            fit_history(system, chunks, turn.history, turn.request.message, budget),
             turn.request.message,
         )
+        turn.history = []  # the prompt has it; nothing else needs it while the answer streams
         cited: set[str] = set()
         prompt_tokens = turn.total_tokens = estimate_prompt_tokens(prompt)
         stream = self._models.stream_chat(config.model, prompt, max_tokens)
+        del prompt, chunks  # the backend holds what it needs (fewer live objects per stream)
         async with contextlib.aclosing(stream) as items:
             async for item in items:
                 if isinstance(item, Delta):

@@ -33,6 +33,7 @@ from homeserver.modules.scaibot.actions import ActionRunner
 from homeserver.modules.scaibot.bots import BotService
 from homeserver.modules.scaibot.chat import ChatService
 from homeserver.modules.scaibot.conversations import ConversationService
+from homeserver.modules.scaibot.direct_chat import DirectChat
 from homeserver.modules.scaibot.ports import BotDeletionHook, BotDirectory, NoKnowledge, Retriever
 from homeserver.modules.scaibot.rules import RuleService
 from homeserver.store.database import Readers, Writer
@@ -132,6 +133,10 @@ class ScaiBotModule:
         for install in self._installers:
             install(bp, context)
         return bp
+
+    def direct_route(self) -> DirectChat:
+        """``POST /chat`` for the listener's fast path (homeserver/http/direct.py)."""
+        return DirectChat(self.callers, self.chat, limit=self._limit, prefix=PREFIX)
 
     def install(self, app: Quart) -> None:
         """Mount the module's one blueprint under ``/v1/modules/scaibot``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart import Blueprint, Response, request
 
 from homeserver.http.shim import bearer, json_body, ok, route
@@ -25,11 +27,22 @@ CONVERSATION_STATUSES = ("active", "closed", "escalated")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _flag(name: str) -> bool:
-    raw = (request.args.get(name) or "false").lower()
+def parse_flag(name: str, value: str | None) -> bool:
+    raw = (value or "false").lower()
     if raw not in ("true", "false", "1", "0"):
         raise invalid(name, "must be true or false", family="bot")
     return raw in ("true", "1")
+
+
+def chat_request(body: dict[str, Any], include_system_prompt: str | None) -> ChatRequest:
+    """The ``POST /chat`` request, validated (for both transports: Quart and the listener's
+    fast path); ``include_system_prompt`` is the query parameter's first value."""
+    return ChatRequest(
+        bot_id=req_str(body, "bot_id", max_len=128, family="bot"),
+        conversation_id=opt_str(body, "conversation_id", max_len=128, min_len=1, family="bot"),
+        message=req_str(body, "message", max_len=MAX_MESSAGE, family="bot"),
+        include_system_prompt=parse_flag("include_system_prompt", include_system_prompt),
+    )
 
 
 def _choice(name: str, choices: tuple[str, ...]) -> str | None:
@@ -61,13 +74,8 @@ def install(
     async def post_chat() -> Response:
         who = await callers.chat_caller(bearer())
         body = await json_body(limit, "bot")
-        chat_request = ChatRequest(
-            bot_id=req_str(body, "bot_id", max_len=128, family="bot"),
-            conversation_id=opt_str(body, "conversation_id", max_len=128, min_len=1, family="bot"),
-            message=req_str(body, "message", max_len=MAX_MESSAGE, family="bot"),
-            include_system_prompt=_flag("include_system_prompt"),
-        )
-        turn = await chat.open_turn(who, chat_request)
+        flag = request.args.get("include_system_prompt")
+        turn = await chat.open_turn(who, chat_request(body, flag))
         response = Response(
             chat.stream(turn), status=200, content_type="text/event-stream", headers=SSE_HEADERS
         )

@@ -14,6 +14,7 @@ from homeserver.identity.auth import SCOPE_MODELS_USE, Principal
 from homeserver.modules.scaibot.access import Caller, Visitor, resolve_read
 from protocol.errors import ApiError, ErrorCode
 from protocol.knowledge import RetrievedChunk
+from protocol.llm import ChatMessage
 from protocol.scaibot.bots import bot_not_found
 from protocol.scaibot.embed import EmbedClaims, token_invalid
 from protocol.scaibot.escalation import Rule
@@ -54,7 +55,7 @@ class Turn:
     bot: StoredBot
     tone: Tone
     rules: list[Rule]
-    history: list[Message]
+    history: list[ChatMessage]  # the conversation's recent messages, as the model sees them
     visitor_texts: list[str]  # the visitor's earlier messages, oldest first
     conversation_id: str
     user_message_id: str
@@ -92,6 +93,12 @@ def load_read(
             texts = cstore.recent_user_texts(conn, conversation_id, SENTIMENT_WINDOW_MAX)
     rules = [r.rule for r in store.list_rules(conn, bot_id)]
     return Loaded(who, bot, store.get_tone(conn, bot_id), rules, conversation, history, texts)
+
+
+def model_history(messages: list[Message]) -> list[ChatMessage]:
+    """Stored messages as the model sees them (operator answers speak as the assistant).
+    A turn keeps only these while it streams, not the stored rows."""
+    return [ChatMessage("user" if m.role == "user" else "assistant", m.content) for m in messages]
 
 
 def conversation_not_found(conversation_id: str) -> ApiError:
