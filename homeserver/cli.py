@@ -180,10 +180,6 @@ async def _serve(settings: Settings) -> None:
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             running = await nursery.start(app.run, settings)
-            # Everything built so far (modules, the service graph) lives as long as the
-            # process: move it out of the collector's sight, so a full collection scans
-            # only what was allocated since. Without this, full collections of the
-            # start-up heap paused the loop for 100+ ms (p99 SSE gaps, bench/RESULTS.md).
             settle_collector()
             # One line on stdout that scripts (and tests) can wait for (the last one).
             if running.metrics_port:
