@@ -4,13 +4,9 @@ Text arriving while a frame was sent less than ``interval`` ago waits in a
 buffer; a small flusher task sends it when the interval is up (so a stalled
 model does not hold back the last words). ``seq`` counts frames from 0.
 
-Drafts started in the same tick (50 AIs mentioned in one message) would flush
-in the same tick forever after, one burst of work per interval that a normal
-message arriving then waits behind. :class:`Phases` hands each new draft one of
-a few phase slots: its second frame waits that much longer than the interval,
-so the drafts' flushes fall in ``slots`` groups spread over the interval
-(bench/RESULTS.md, "AI rooms: what the tail was made of"). Frames are never
-closer than the interval.
+The flusher sleeps on shared millisecond timers (``bridges.ticks.Ticks``, passed
+in as ``sleep_until``): drafts started together flush in the same tick, and one
+timer then wakes them all.
 """
 
 from __future__ import annotations
@@ -24,21 +20,6 @@ Send = Callable[[dict[str, Any]], None]
 FrameFor = Callable[[int, str], dict[str, Any]]
 SleepUntil = Callable[[float], Awaitable[None]]
 
-PHASE_SLOTS = 5
-
-
-class Phases:
-    """Round-robin phase slots for new drafts: slot k of n delays by k/n of the interval."""
-
-    def __init__(self, slots: int = PHASE_SLOTS) -> None:
-        self._slots = max(1, slots)
-        self._next = 0
-
-    def next(self, interval: float) -> float:
-        slot = self._next
-        self._next = (slot + 1) % self._slots
-        return interval * slot / self._slots
-
 
 class ChunkStream:
     def __init__(
@@ -47,13 +28,11 @@ class ChunkStream:
         frame_for: FrameFor,
         *,
         interval: float,
-        phase: float = 0.0,
         sleep_until: SleepUntil = trio.sleep_until,
     ) -> None:
         self._send = send
         self._frame_for = frame_for
         self._interval = interval
-        self._phase = phase  # added once, after the first frame
         self._sleep_until = sleep_until
         self._pending: list[str] = []
         self._parts: list[str] = []
@@ -83,10 +62,8 @@ class ChunkStream:
         delta = "".join(self._pending)
         self._pending.clear()
         self._send(self._frame_for(self.seq, delta))
-        self._last = trio.current_time()
-        if self.seq == 0:
-            self._last += self._phase
         self.seq += 1
+        self._last = trio.current_time()
 
     async def run_flusher(self) -> None:
         """Send held-back text once its interval is up; runs until cancelled."""

@@ -22,7 +22,7 @@ import trio
 from bridges.models.base import ChatModels, Delta, Finish
 from bridges.ticks import Ticks
 from conf.sections import AiSettings
-from homeserver.ai.chunks import ChunkStream, Phases
+from homeserver.ai.chunks import ChunkStream
 from homeserver.ai.pump import FramePump
 from homeserver.errors import wire_error
 from homeserver.rooms.messages import MessageService, SendRequest
@@ -91,10 +91,9 @@ class Deps:
     settings: AiSettings
     ai_of: Callable[[str], AiParticipant | None]
     claim_persist: Callable[[str], bool]
-    # Shared by every draft: the chunk flushers' timers, their phase slots, and the
-    # lane each finished draft stores its final event through (see run_draft).
+    # Shared by every draft: the chunk flushers' timers, and the lane each finished
+    # draft stores its final event through (see run_draft).
     ticks: Ticks
-    phases: Phases
     finals: trio.CapacityLimiter
 
 
@@ -148,12 +147,10 @@ async def run_draft(deps: Deps, draft: Draft, scope: trio.CancelScope) -> Outcom
     def send(frame: dict[str, Any]) -> None:
         deps.pump.send(room_id, frame)
 
-    interval = deps.settings.chunk_interval_ms / 1000
     chunks = ChunkStream(
         send,
         partial(chunk_frame, room_id, ai_id, draft_id),
-        interval=interval,
-        phase=deps.phases.next(interval),
+        interval=deps.settings.chunk_interval_ms / 1000,
         sleep_until=deps.ticks.sleep_until,
     )
     send(status_frame(room_id, ai_id, draft_id, "thinking"))

@@ -30,7 +30,6 @@ from bridges.models.base import ChatModels
 from bridges.ticks import Ticks
 from conf.sections import AiSettings
 from homeserver.ai import generation
-from homeserver.ai.chunks import Phases
 from homeserver.ai.generation import Deps, SharedContext
 from homeserver.ai.pump import FramePump
 from homeserver.identity.auth import Principal
@@ -107,7 +106,6 @@ class AiRunner:
             ai_of=self._ai.get,
             claim_persist=self._book.claim_persist,
             ticks=Ticks(),
-            phases=Phases(),
             finals=trio.CapacityLimiter(FINALS_AT_ONCE),
         )
         self.stats = RunnerStats()

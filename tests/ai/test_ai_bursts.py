@@ -1,9 +1,9 @@
-"""Many AIs answering one message at once: phase slots, the finals lane, shared counts.
+"""Many AIs answering one message at once: the finals lane, shared timers and counts.
 
 The pieces that keep a round of simultaneous answers from landing on the loop in
-one burst (bench/RESULTS.md, "AI rooms: what the tail was made of"): chunk
-flushers spread over phase slots, final events through a narrow lane, and
-``dev/echo`` counting a shared context once. None of them may change the wire.
+one burst (bench/RESULTS.md, "AI rooms: what the tail of normal sends was made
+of"): final events through a narrow lane, chunk flushers on shared millisecond
+timers, and ``dev/echo`` counting a shared context once. None may change the wire.
 """
 
 from __future__ import annotations
@@ -16,34 +16,25 @@ import trio
 import trio.testing
 
 from bridges.models.echo import WordCounts, word_count
+from bridges.ticks import Ticks
 from homeserver.ai import runner
-from homeserver.ai.chunks import ChunkStream, Phases
+from homeserver.ai.chunks import ChunkStream
 from tests.ai.ai_support import Env, ai_message, ai_server, open_ws, recv
 
 INTERVAL = 0.1
 
 
-def test_phases_go_round_the_slots() -> None:
-    phases = Phases(4)
-    assert [phases.next(INTERVAL) for _ in range(6)] == [
-        0.0,
-        INTERVAL / 4,
-        INTERVAL / 2,
-        INTERVAL * 3 / 4,
-        0.0,
-        INTERVAL / 4,
-    ]
-    assert [Phases(1).next(INTERVAL) for _ in range(3)] == [0.0, 0.0, 0.0]
-
-
-async def _stream_words(phase: float, words: int, gap: float) -> list[tuple[float, dict[str, Any]]]:
+async def _stream_words(ticks: Ticks, words: int, gap: float) -> list[float]:
     sent: list[tuple[float, dict[str, Any]]] = []
 
     def send(frame: dict[str, Any]) -> None:
         sent.append((trio.current_time(), frame))
 
     chunks = ChunkStream(
-        send, lambda seq, delta: {"seq": seq, "delta": delta}, interval=INTERVAL, phase=phase
+        send,
+        lambda seq, delta: {"seq": seq, "delta": delta},
+        interval=INTERVAL,
+        sleep_until=ticks.sleep_until,
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(chunks.run_flusher)
@@ -54,20 +45,39 @@ async def _stream_words(phase: float, words: int, gap: float) -> list[tuple[floa
     chunks.flush()
     assert "".join(f["delta"] for _, f in sent) == "".join(f"w{i} " for i in range(words))
     assert [f["seq"] for _, f in sent] == list(range(len(sent)))
-    return sent
+    return [t for t, _ in sent]
 
 
-def test_a_phase_delays_the_second_frame_once_and_frames_stay_an_interval_apart() -> None:
-    for phase in (0.0, INTERVAL * 0.6):
-        # A mock clock: the assertions are about virtual time, never the machine's.
-        clock = trio.testing.MockClock(autojump_threshold=0)
-        sent = trio.run(_stream_words, phase, 60, 0.005, clock=clock)
-        times = [t for t, _ in sent]
+def test_flushers_on_shared_ticks_keep_the_interval_and_share_one_timer() -> None:
+    async def main() -> tuple[list[list[float]], int]:
+        ticks = Ticks()
+        results: list[list[float]] = []
+        pending: list[int] = []
+
+        async def one() -> None:
+            results.append(await _stream_words(ticks, words=60, gap=0.005))
+
+        async def watch() -> None:
+            while True:
+                pending.append(ticks.pending)
+                await trio.sleep(0.001)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            async with trio.open_nursery() as streams:
+                for _ in range(3):
+                    streams.start_soon(one)
+            nursery.cancel_scope.cancel()
+        return results, max(pending)
+
+    # A mock clock: the assertions are about virtual time, never the machine's.
+    results, most_ticks = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    for times in results:
         gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(gaps) > 2
         # the last frame is the final flush (any time); every timed one keeps the interval
         assert all(g >= INTERVAL - 1e-9 for g in gaps[:-1]), gaps
-        assert gaps[0] >= INTERVAL + phase - 1e-9, (phase, gaps)
-        assert all(g < INTERVAL + 0.006 for g in gaps[1:-1]), gaps
+    assert most_ticks == 1  # three flushers due in the same millisecond: one timer
 
 
 def test_word_counts_match_word_count_and_stay_bounded() -> None:
