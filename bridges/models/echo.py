@@ -45,12 +45,37 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
+class WordCounts:
+    """``word_count`` remembered per text: the AIs answering one message all send the
+    same room context, so its (long) lines are split once, not once per AI.
+
+    Bounded: texts longer than ``longest`` are counted each time, and the memo is
+    emptied when it holds ``entries`` texts.
+    """
+
+    def __init__(self, *, entries: int = 512, longest: int = 8192) -> None:
+        self._counts: dict[str, int] = {}
+        self._entries = entries
+        self._longest = longest
+
+    def __call__(self, text: str) -> int:
+        count = self._counts.get(text)
+        if count is None:
+            count = word_count(text)
+            if len(text) <= self._longest:
+                if len(self._counts) >= self._entries:
+                    self._counts.clear()
+                self._counts[text] = count
+        return count
+
+
 class EchoBackend:
     name = "dev"
 
     def __init__(self, delay_ms: int = 5) -> None:
         self._delay = delay_ms / 1000
         self._ticks = Ticks()
+        self._word_count = WordCounts()
 
     async def stream_chat(
         self,
@@ -63,7 +88,7 @@ class EchoBackend:
         reason = "stop"
         if len(words) > max_tokens:
             words, reason = words[:max_tokens], "length"
-        prompt = sum(word_count(m.content) for m in messages)
+        prompt = sum(self._word_count(m.content) for m in messages)
         del messages  # not needed while the words stream (fewer live objects per stream)
         for i, word in enumerate(words):
             if self._delay:

@@ -3,24 +3,37 @@
 Text arriving while a frame was sent less than ``interval`` ago waits in a
 buffer; a small flusher task sends it when the interval is up (so a stalled
 model does not hold back the last words). ``seq`` counts frames from 0.
+
+The flusher sleeps on shared millisecond timers (``bridges.ticks.Ticks``, passed
+in as ``sleep_until``): drafts started together flush in the same tick, and one
+timer then wakes them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 Send = Callable[[dict[str, Any]], None]
 FrameFor = Callable[[int, str], dict[str, Any]]
+SleepUntil = Callable[[float], Awaitable[None]]
 
 
 class ChunkStream:
-    def __init__(self, send: Send, frame_for: FrameFor, *, interval: float) -> None:
+    def __init__(
+        self,
+        send: Send,
+        frame_for: FrameFor,
+        *,
+        interval: float,
+        sleep_until: SleepUntil = trio.sleep_until,
+    ) -> None:
         self._send = send
         self._frame_for = frame_for
         self._interval = interval
+        self._sleep_until = sleep_until
         self._pending: list[str] = []
         self._parts: list[str] = []
         self._last = -float("inf")
@@ -57,5 +70,5 @@ class ChunkStream:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
-            await trio.sleep_until(self._last + self._interval)
+            await self._sleep_until(self._last + self._interval)
             self.flush()

@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from bridges.models.base import ChatModels, Delta, Finish
+from bridges.ticks import Ticks
 from conf.sections import AiSettings
 from homeserver.ai.chunks import ChunkStream
 from homeserver.ai.pump import FramePump
@@ -90,6 +91,10 @@ class Deps:
     settings: AiSettings
     ai_of: Callable[[str], AiParticipant | None]
     claim_persist: Callable[[str], bool]
+    # Shared by every draft: the chunk flushers' timers, and the lane each finished
+    # draft stores its final event through (see run_draft).
+    ticks: Ticks
+    finals: trio.CapacityLimiter
 
 
 # --------------------------------------------------------------------------- reads
@@ -146,6 +151,7 @@ async def run_draft(deps: Deps, draft: Draft, scope: trio.CancelScope) -> Outcom
         send,
         partial(chunk_frame, room_id, ai_id, draft_id),
         interval=deps.settings.chunk_interval_ms / 1000,
+        sleep_until=deps.ticks.sleep_until,
     )
     send(status_frame(room_id, ai_id, draft_id, "thinking"))
     error: BaseException | None = None
@@ -162,27 +168,32 @@ async def run_draft(deps: Deps, draft: Draft, scope: trio.CancelScope) -> Outcom
                 error, outcome, finish_reason = exc, "error", "error"
         if scope.cancelled_caught:
             outcome, finish_reason = "cancelled", "cancelled"
-        chunks.flush()
-        deps.pump.flush(room_id)  # every chunk reaches the members before the event
+        chunks.flush()  # queued: the drafts ending in this tick share one hand-over
         body = chunks.text
         if outcome != "done":  # no usage from the backend: estimate what was generated
             usage = Usage(usage.prompt_tokens, estimate_tokens(body))
-        if body and deps.claim_persist(draft_id):
-            ai = deps.ai_of(ai_id)
-            content = final_content(
-                body,
-                reply_to_event_id=draft.trigger_event_id,
-                model=model or (ai.model if ai else ""),
-                draft_id=draft_id,
-                finish_reason=finish_reason,
-                usage=usage.to_dict(),
-            )
-            try:
-                await deps.messages.send(
-                    SendRequest(ai_id, room_id, content, event_uuid=draft_id, rate_exempt=True)
+        # Drafts answering one message end together; their final events go through a
+        # narrow lane, so the writer and the loop take them a few at a time and a
+        # normal message sent meanwhile never queues behind all of them at once.
+        async with deps.finals:
+            deps.pump.flush(room_id)  # every chunk reaches the members before the event
+            if body and deps.claim_persist(draft_id):
+                ai = deps.ai_of(ai_id)
+                content = final_content(
+                    body,
+                    reply_to_event_id=draft.trigger_event_id,
+                    model=model or (ai.model if ai else ""),
+                    draft_id=draft_id,
+                    finish_reason=finish_reason,
+                    usage=usage.to_dict(),
                 )
-            except ApiError as exc:
-                error, outcome = exc, "error"
+                request = SendRequest(
+                    ai_id, room_id, content, event_uuid=draft_id, rate_exempt=True
+                )
+                try:
+                    await deps.messages.send(request)
+                except ApiError as exc:
+                    error, outcome = exc, "error"
     except BaseException:
         # Shutdown: store nothing, leave no member with a status that never ends.
         send(status_frame(room_id, ai_id, draft_id, "cancelled"))

@@ -7,7 +7,8 @@ hub.publish_events ──observer──> AiRunner.observe (sync, never blocks)
         v
   one task per draft: context → model stream (CapacityLimiter) →
   swp.ai.status + coalesced chunks (Hub.send_ephemeral) → one final
-  swp.room.message through MessageService.send → status done|cancelled|error
+  swp.room.message through MessageService.send (at most FINALS_AT_ONCE
+  drafts at a time) → status done|cancelled|error
 
 Nothing here runs on the writer's or the hub's path: ``observe`` only copies
 events into a bounded channel (an overflow drops the event and counts it).
@@ -26,6 +27,7 @@ from typing import Any
 import trio
 
 from bridges.models.base import ChatModels
+from bridges.ticks import Ticks
 from conf.sections import AiSettings
 from homeserver.ai import generation
 from homeserver.ai.generation import Deps, SharedContext
@@ -61,6 +63,7 @@ from storage.ai import AiParticipant
 log = logging.getLogger("homeserver.ai")
 
 QUEUE = 4096
+FINALS_AT_ONCE = 2  # drafts storing their final event at the same time (generation.run_draft)
 _WATCHED = (EventType.MESSAGE, EventType.REDACTION)
 
 
@@ -102,6 +105,8 @@ class AiRunner:
             settings=settings,
             ai_of=self._ai.get,
             claim_persist=self._book.claim_persist,
+            ticks=Ticks(),
+            finals=trio.CapacityLimiter(FINALS_AT_ONCE),
         )
         self.stats = RunnerStats()
 
