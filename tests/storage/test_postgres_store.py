@@ -12,22 +12,8 @@ from homeserver.store.postgres import PostgresReaders, PostgresWriter
 from protocol.events import EventDraft, EventType
 from storage import events as event_store
 from storage import pg
-from storage import rooms as room_store
 from tests.engines import PgServer
-
-
-def _make_room(conn: sqlite3.Connection) -> None:
-    room_store.create_room_txn(
-        conn,
-        room_id="room-a",
-        room_type="group",
-        name=None,
-        topic=None,
-        is_public=False,
-        creator_id="p-a",
-        thresholds={},
-        now_ms=1,
-    )
+from tests.storage.writer_jobs import make_room
 
 
 def _append(conn: sqlite3.Connection) -> int:
@@ -59,7 +45,7 @@ async def test_a_dropped_writer_connection_fails_one_batch_then_reconnects(
     store: tuple[PostgresWriter, PostgresReaders], pg_server: PgServer
 ) -> None:
     writer, readers = store
-    await writer.write(_make_room)
+    await writer.write(make_room)
     pg_server.admin(f"SELECT pg_terminate_backend({await writer.write(_backend_pid)})")
     with pytest.raises(sqlite3.OperationalError):
         await writer.write(_append)
@@ -80,7 +66,7 @@ async def test_a_dropped_read_connection_is_replaced(
 
 async def test_reads_are_read_only_snapshots(store: tuple[PostgresWriter, PostgresReaders]) -> None:
     writer, readers = store
-    await writer.write(_make_room)
+    await writer.write(make_room)
     with pytest.raises(sqlite3.OperationalError, match="read-only"):
         await readers.read(_append)
 
@@ -88,7 +74,7 @@ async def test_reads_are_read_only_snapshots(store: tuple[PostgresWriter, Postgr
 def test_constraint_and_trigger_violations_are_integrity_errors(pg_url: str) -> None:
     conn = pg.as_sqlite(pg.connect(pg_url))
     try:
-        _make_room(conn)
+        make_room(conn)
         with pytest.raises(sqlite3.IntegrityError, match="stream_head_pkey"):
             conn.execute("INSERT INTO stream_head (stream, position) VALUES ('events', 0)")
         _append(conn)

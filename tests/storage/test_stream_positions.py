@@ -24,29 +24,14 @@ import trio.lowlevel
 from homeserver.store.database import Readers, Writer
 from protocol.events import Event, EventDraft, EventType
 from storage import events as event_store
-from storage import rooms as room_store
+from tests.storage.writer_jobs import append_message, make_room
 
 WRITERS = 2
 JOBS_PER_WRITER = 60
 
 
-def _make_room(conn: sqlite3.Connection, room_id: str) -> None:
-    room_store.create_room_txn(
-        conn,
-        room_id=room_id,
-        room_type="group",
-        name=None,
-        topic=None,
-        is_public=False,
-        creator_id="p-a",
-        thresholds={},
-        now_ms=1,
-    )
-
-
 def _append(conn: sqlite3.Connection, room_id: str, n: int, fail: bool) -> Event:
-    draft = EventDraft(room_id, EventType.MESSAGE, "p-a", "p-a", {"n": n})
-    event = event_store.append_event_txn(conn, draft, now_ms=1_000 + n)
+    event = append_message(conn, room_id, n)
     if fail:
         raise ValueError("rolled back after taking a position")
     return event
@@ -111,7 +96,7 @@ async def test_concurrent_writers_with_rollbacks_give_gapless_commit_ordered_pos
                 mine.extend(e.stream_position for e in events)
 
             writer.set_on_commit(on_commit)
-        await pairs[0][0].write(_make_room, "room-a")
+        await pairs[0][0].write(make_room, "room-a")
         committed: list[int] = []
         failed = 0
         writing = True
@@ -179,7 +164,7 @@ async def test_a_position_taken_by_an_uncommitted_transaction_is_not_skipped(
     order: list[str] = []
     async with _stores(factory, 2) as pairs:
         (first, _), (second, readers) = pairs
-        await first.write(_make_room, "room-a")
+        await first.write(make_room, "room-a")
         release = trio.Event()
         started = trio.Event()
         token = trio.lowlevel.current_trio_token()
@@ -232,7 +217,7 @@ async def test_check_then_append_is_one_event_across_writers(pg_url: str) -> Non
 
     results: dict[str, list[int]] = {f"k{n}": [] for n in range(20)}
     async with _stores(factory, 2) as pairs:
-        await pairs[0][0].write(_make_room, "room-a")
+        await pairs[0][0].write(make_room, "room-a")
 
         async def send(writer: Writer, key: str) -> None:
             results[key].append(await writer.write(_send_once, key))

@@ -11,33 +11,14 @@ import pytest
 import trio
 
 from homeserver.store.sqlite import SqliteWriter as Writer
-from protocol.events import Event, EventDraft, EventType
+from protocol.events import Event
 from storage import db
 from storage import events as event_store
-from storage import rooms as room_store
-
-
-def _make_room(conn: sqlite3.Connection, room_id: str) -> None:
-    room_store.create_room_txn(
-        conn,
-        room_id=room_id,
-        room_type="group",
-        name=None,
-        topic=None,
-        is_public=False,
-        creator_id="p-a",
-        thresholds={},
-        now_ms=1,
-    )
-
-
-def _send(conn: sqlite3.Connection, room_id: str, n: int) -> Event:
-    draft = EventDraft(room_id, EventType.MESSAGE, "p-a", "p-a", {"n": n})
-    return event_store.append_event_txn(conn, draft, now_ms=1_000 + n)
+from tests.storage.writer_jobs import append_message, make_room
 
 
 def _fail_after_send(conn: sqlite3.Connection, room_id: str) -> Event:
-    _send(conn, room_id, -1)
+    append_message(conn, room_id, -1)
     raise ValueError("this job fails after writing")
 
 
@@ -57,10 +38,10 @@ async def test_batches_commit_together_and_a_failing_job_rolls_back_alone(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(writer.run)
-            await writer.write(_make_room, "room-a")
+            await writer.write(make_room, "room-a")
 
             async def one(n: int) -> None:
-                event = await writer.write(_send, "room-a", n)
+                event = await writer.write(append_message, "room-a", n)
                 # Persist, then publish, then answer.
                 assert event.event_id in {e.event_id for e in published}
                 results[n] = event
