@@ -189,79 +189,57 @@ async def run_load(
     all_on_first: bool,
 ) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
-        return await _run_load(
-            stack,
-            nodes,
-            users,
-            room,
-            senders=senders,
-            listeners=listeners,
-            seconds=seconds,
-            all_on_first=all_on_first,
-        )
-
-
-async def _run_load(
-    stack: AsyncExitStack,
-    nodes: Sequence[Node],
-    users: Sequence[dict[str, Any]],
-    room: str,
-    *,
-    senders: int,
-    listeners: int,
-    seconds: float,
-    all_on_first: bool,
-) -> dict[str, Any]:
-    tally = Tally()
-    n = len(nodes)
-    send_users, listen_users = users[:senders], users[senders : senders + listeners]
-    send_ws = [
-        await open_ws(stack, nodes[0 if all_on_first else j % n].ws, u["access_token"])
-        for j, u in enumerate(send_users)
-    ]
-    listen_ws = [
-        await open_ws(stack, nodes[k % n].ws, u["access_token"]) for k, u in enumerate(listen_users)
-    ]
-    print(f"  {n} node(s): {len(send_ws)} senders, {len(listen_ws)} listeners", file=sys.stderr)
-    await trio.sleep(1.0)  # hellos, presence settle
-    cpu_before = [cpu_seconds(node.proc.pid) for node in nodes]
-    started = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for ws in listen_ws:
-            nursery.start_soon(listener, ws, room, tally)
-        until = trio.current_time() + seconds
-        async with trio.open_nursery() as senders_nursery:
-            for j, ws in enumerate(send_ws):
-                senders_nursery.start_soon(sender, ws, room, until, tally, f"s{j}")
-        expected = tally.acks * len(listen_ws)
-        print(f"  {tally.acks} acked; waiting for deliveries", file=sys.stderr)
-        with trio.move_on_after(10):
-            while tally.deliveries < expected:  # noqa: ASYNC110 (counters, no event)
-                await trio.sleep(0.01)
-        elapsed = time.perf_counter() - started
-        nursery.cancel_scope.cancel()
-    cpu = [cpu_seconds(node.proc.pid) - b for node, b in zip(nodes, cpu_before, strict=True)]
-    async with trio.open_nursery() as closing:  # all at once: each may wait close_timeout
-        for ws in [*send_ws, *listen_ws]:
-            closing.start_soon(ws.aclose)
-    lat = sorted(tally.latencies)
-    events = max(1, tally.acks)
-    return {
-        "nodes": n,
-        "senders": senders,
-        "listeners": listeners,
-        "all_senders_on_node0": all_on_first,
-        "seconds": round(elapsed, 2),
-        "acked_per_s": round(tally.acks / seconds, 1),
-        "deliveries_per_s": round(tally.deliveries / elapsed, 1),
-        "deliveries_missing": expected - tally.deliveries,
-        "order_violations": tally.order_violations,
-        "gaps": tally.gaps,
-        "ack_p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None,
-        "ack_p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 2) if lat else None,
-        "cpu_s_per_node": [round(c, 2) for c in cpu],
-        "cpu_us_per_event_per_node": [round(c / events * 1e6, 1) for c in cpu],
-    }
+        tally = Tally()
+        n = len(nodes)
+        send_users, listen_users = users[:senders], users[senders : senders + listeners]
+        send_ws = [
+            await open_ws(stack, nodes[0 if all_on_first else j % n].ws, u["access_token"])
+            for j, u in enumerate(send_users)
+        ]
+        listen_ws = [
+            await open_ws(stack, nodes[k % n].ws, u["access_token"])
+            for k, u in enumerate(listen_users)
+        ]
+        print(f"  {n} node(s): {len(send_ws)} senders, {len(listen_ws)} listeners", file=sys.stderr)
+        await trio.sleep(1.0)  # hellos, presence settle
+        cpu_before = [cpu_seconds(node.proc.pid) for node in nodes]
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for ws in listen_ws:
+                nursery.start_soon(listener, ws, room, tally)
+            until = trio.current_time() + seconds
+            async with trio.open_nursery() as senders_nursery:
+                for j, ws in enumerate(send_ws):
+                    senders_nursery.start_soon(sender, ws, room, until, tally, f"s{j}")
+            expected = tally.acks * len(listen_ws)
+            print(f"  {tally.acks} acked; waiting for deliveries", file=sys.stderr)
+            with trio.move_on_after(10):
+                while tally.deliveries < expected:  # noqa: ASYNC110 (counters, no event)
+                    await trio.sleep(0.01)
+            elapsed = time.perf_counter() - started
+            nursery.cancel_scope.cancel()
+        cpu = [cpu_seconds(node.proc.pid) - b for node, b in zip(nodes, cpu_before, strict=True)]
+        async with trio.open_nursery() as closing:  # all at once: each may wait close_timeout
+            for ws in [*send_ws, *listen_ws]:
+                closing.start_soon(ws.aclose)
+        lat = sorted(tally.latencies)
+        events = max(1, tally.acks)
+        return {
+            "nodes": n,
+            "senders": senders,
+            "listeners": listeners,
+            "all_senders_on_node0": all_on_first,
+            "seconds": round(elapsed, 2),
+            "acked_per_s": round(tally.acks / seconds, 1),
+            "deliveries_per_s": round(tally.deliveries / elapsed, 1),
+            "deliveries_missing": expected - tally.deliveries,
+            "order_violations": tally.order_violations,
+            "gaps": tally.gaps,
+            "ack_p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None,
+            "ack_p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 2) if lat else None,
+            "cpu_s_per_node": [round(c, 2) for c in cpu],
+            "cpu_us_per_event_per_node": [round(c / events * 1e6, 1) for c in cpu],
+        }
 
 
 def register_all(base_url: str, count: int) -> list[dict[str, Any]]:
