@@ -24,6 +24,7 @@ Rules
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -263,18 +264,4 @@ class ClusterFeed:
             task_status.started()
 
     def statistics(self) -> dict[str, int]:
-        s = self.stats
-        return {
-            "applied": self.applied,
-            "lag": self.lag,
-            "bus_batches": s.bus_batches,
-            "local_batches": s.local_batches,
-            "duplicates": s.duplicates,
-            "gaps": s.gaps,
-            "head_checks": s.head_checks,
-            "caught_up_events": s.caught_up_events,
-            "reconnects": s.reconnects,
-            "publish_failures": s.publish_failures,
-            "outbox_dropped": s.outbox_dropped,
-            "read_failures": s.read_failures,
-        }
+        return {"applied": self.applied, "lag": self.lag, **dataclasses.asdict(self.stats)}
