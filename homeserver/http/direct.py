@@ -42,6 +42,7 @@ import trio
 from homeserver.errors import error_body
 from homeserver.http import observe
 from homeserver.http.shim import new_request_id
+from homeserver.http.sse import SSE_HEADERS
 from homeserver.listener import MAX_HEAD, Outcome
 from homeserver.observe.metrics import Metrics
 from protocol.errors import Family
@@ -49,6 +50,7 @@ from protocol.errors import Family
 __all__ = ["DirectRoute", "DirectServer", "Exchange", "Outcome", "Request", "Target"]
 
 BODY_TIMEOUT = 10.0  # for the whole body after the head; else the HTTP server has it
+_SSE_FIELDS = [f"{k.lower()}: {v}".encode() for k, v in SSE_HEADERS.items()]  # as Quart's
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,8 +295,7 @@ class Exchange:
         return response_head(
             200,
             [
-                b"cache-control: no-cache",
-                b"x-accel-buffering: no",
+                *_SSE_FIELDS,
                 *fields,
                 b"content-type: text/event-stream",
                 b"x-request-id: " + self.rid.encode(),

@@ -7,6 +7,7 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from homeserver.http.shim import bearer, json_body, ok, route
+from homeserver.http.sse import sse_response
 from homeserver.modules.scaibot.access import Callers, Visitor
 from homeserver.modules.scaibot.chat import ChatService
 from homeserver.modules.scaibot.conversations import ConversationService
@@ -24,7 +25,6 @@ from storage.scaibot.conversations import ConversationFilter
 
 MAX_MESSAGE = 4000
 CONVERSATION_STATUSES = ("active", "closed", "escalated")
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def parse_flag(name: str, value: str | None) -> bool:
@@ -76,11 +76,7 @@ def install(
         body = await json_body(limit, "bot")
         flag = request.args.get("include_system_prompt")
         turn = await chat.open_turn(who, chat_request(body, flag))
-        response = Response(
-            chat.stream(turn), status=200, content_type="text/event-stream", headers=SSE_HEADERS
-        )
-        response.timeout = None  # a stream lasts as long as the answer
-        return response
+        return sse_response(chat.stream(turn), {})
 
     @route(bp, "/conversations", ["GET"], family="bot")
     async def list_conversations() -> Response:
